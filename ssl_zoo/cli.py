@@ -1,0 +1,77 @@
+"""``ssl-zoo``: one command, one subcommand per job. Each subcommand lives in its own module
+(imported only when used) and provides ``configure_parser(parser)`` and ``run_cli(args) -> int``."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# subcommand -> (module, parser-builder, runner, one-line help)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "list": ("ssl_zoo.cli", "configure_list_parser", "run_list", "list recipes (method, backbone, dataset, weights)"),
+    "train": ("ssl_zoo.train", "configure_parser", "run_cli", "train a recipe (also: accelerate launch -m ssl_zoo.train)"),
+    "demo": ("ssl_zoo.demo", "configure_parser", "run_cli", "train the MoCo v2 demo on the embedded digits and show k-NN before/after"),
+    "datasets": ("ssl_zoo.data", "configure_parser", "run_cli", "list dataset names and the folder layout each expects"),
+    "eval": ("ssl_zoo.evaluation", "configure_parser", "run_cli", "evaluate an encoder: linear probe, retrieval or k-NN"),
+    "pretrain-decoder": ("ssl_zoo.decoder_pretrain", "configure_parser", "run_cli", "pre-train the synth decoder with the encoder frozen"),
+    "visualize": ("ssl_zoo.visualize", "configure_parser", "run_cli", "reconstruction and Grad-CAM picture grids"),
+    "push": ("ssl_zoo.hub", "configure_push_parser", "run_push", "publish a run or model folder to the Hugging Face Hub"),
+    "convert": ("ssl_zoo.convert", "configure_parser", "run_cli", "import an upstream checkpoint (MoCo, SimSiam, lightly, solo-learn, timm)"),
+}
+
+
+def configure_list_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("filter", nargs="?", default="*", help="fnmatch pattern, e.g. 'moco*'")
+    parser.add_argument("--pretrained", action="store_true", help="only recipes with published weights")
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from .recipe import get_recipe, list_models
+
+    names = list_models(args.filter, pretrained=args.pretrained)
+    if not names:
+        print(f"No recipe matches {args.filter!r}.", file=sys.stderr)
+        return 1
+    rows = [("recipe", "method", "backbone", "dataset", "size", "epochs", "weights")]
+    for name in names:
+        r = get_recipe(name)
+        method = r.method if r.method != "synth" else f"synth({r.method_args.get('base', '?')})"
+        rows.append((name, method, r.backbone.arch, r.dataset, str(r.image_size), str(r.train.epochs),
+                     r.weights.hf_hub_id or r.weights.url or r.weights.file or "not published"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    return 0
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="ssl-zoo", description="Self-supervised encoders: recipes, training, "
+                                     "evaluation and Hub weights.")
+    parser.add_argument("--version", action="version", version=f"ssl_zoo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, builder, _, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        # Build only the chosen subcommand's arguments: importing every module would make `ssl-zoo list` slow.
+        if list(argv[:1]) == [name]:
+            getattr(importlib.import_module(module), builder)(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
+    module, _, runner, _ = COMMANDS[args.command]
+    try:
+        return int(getattr(importlib.import_module(module), runner)(args) or 0)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Exported encoders: ``model.safetensors`` (timm key layout) + ``config.json`` (a superset of timm's)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+
+from torch import nn
+
+from .recipe import Recipe
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def encoder_state_dict(encoder: nn.Module) -> dict:
+    """Contiguous CPU tensors without shared storage, as safetensors requires."""
+    return {k: v.detach().cpu().contiguous().clone() for k, v in encoder.state_dict().items()}
+
+
+def save_encoder(encoder: nn.Module, out_dir: str | os.PathLike, recipe: Recipe | None = None,
+                 metrics: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None,
+                 architecture: str | None = None, model_args: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` + ``config.json`` for an encoder into ``out_dir``; returns the folder.
+
+    Keys load strictly into ``timm.create_model(config["architecture"], num_classes=0, **config["model_args"])``.
+    """
+    from . import __version__
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if recipe is not None:
+        architecture = architecture or recipe.backbone.arch
+        model_args = dict(recipe.backbone.model_args) if model_args is None else dict(model_args)
+        pretrained_cfg = recipe.pretrained_cfg()
+    else:
+        if architecture is None:
+            raise ValueError("save_encoder needs a recipe or an explicit architecture name.")
+        pretrained_cfg = dict(getattr(encoder, "pretrained_cfg", {}) or {})
+        pretrained_cfg["architecture"] = architecture
+    pretrained_cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in pretrained_cfg.items()
+                      if k not in ("hf_hub_id", "file", "url")}  # the location is where it is now
+    pretrained_cfg["num_classes"] = 0
+    ssl_info: dict[str, Any] = {"version": __version__, "metrics": dict(metrics or {})}
+    if recipe is not None:
+        ssl_info.update(recipe=recipe.name, method=recipe.method, dataset=recipe.dataset,
+                        epochs=recipe.train.epochs, recipe_config=recipe.to_dict())
+    ssl_info.update(dict(extra or {}))
+    config = {
+        "architecture": architecture,
+        "num_classes": 0,
+        "num_features": int(getattr(encoder, "num_features", 0)),
+        "model_args": dict(model_args or {}),
+        "pretrained_cfg": pretrained_cfg,
+        "ssl_zoo": ssl_info,
+    }
+    state = encoder_state_dict(encoder)
+    from safetensors.torch import save as save_bytes
+
+    atomic_write_bytes(out / WEIGHTS_NAME, save_bytes(state, metadata={"format": "pt"}))
+    atomic_write_bytes(out / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=False) + "\n").encode())
+    return out
+
+
+def read_encoder_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of an exported encoder folder (or the file itself)."""
+    p = Path(path)
+    p = p / CONFIG_NAME if p.is_dir() else p
+    if not p.is_file():
+        raise FileNotFoundError(f"No {CONFIG_NAME} at {p}: an exported ssl_zoo/timm model folder holds "
+                                f"{WEIGHTS_NAME} and {CONFIG_NAME}.")
+    with open(p) as fh:
+        return json.load(fh)
+
+
+__all__ = ["save_encoder", "read_encoder_config", "atomic_write_bytes", "WEIGHTS_NAME", "CONFIG_NAME"]

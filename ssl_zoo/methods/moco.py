@@ -1,0 +1,149 @@
+"""MoCo v2 (Chen, Fan, Girshick, He 2020; official code facebookresearch/moco).
+
+query encoder f + projection g ........ q = normalize(g(f(x1)))
+momentum key encoder f_k + g_k ........ k = normalize(g_k(f_k(x2))), no gradient
+loss ................................... InfoNCE(q, k, queue), temperature 0.2
+after each optimiser step .............. theta_k <- m * theta_k + (1 - m) * theta_q, m = 0.999
+queue .................................. keys of the *global* batch (all-gathered) replace the oldest
+
+Shuffle-BN. BatchNorm lets a query "see" its key through shared batch statistics.
+The official code shuffles the key batch across GPUs so each key is normalised with
+statistics of a different sub-batch than its query. We do the same inside every
+process: the key batch is randomly permuted and passed through the key encoder in
+``bn_splits`` sub-batches (so it also works in one process), then un-permuted; under
+torch.distributed the permutation is global across processes first, as in the
+official code. ``shuffle_bn=False`` turns it off.
+
+``MomentumQueueMixin`` (momentum copies, queue, shuffle-BN key encoding) is reused by LeOCLR
+and by the synth add-on, so each of those files only holds what differs.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..distributed import broadcast_, concat_all_gather, is_distributed, rank, world_size
+from ..heads import moco_v2_head
+from ..losses import info_nce
+from .base import SSLMethod
+
+
+@torch.no_grad()
+def momentum_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """theta_target <- m * theta_target + (1 - m) * theta_online (parameters only; buffers copied)."""
+    for p_t, p_o in zip(target.parameters(), online.parameters()):
+        p_t.mul_(momentum).add_(p_o.detach(), alpha=1.0 - momentum)
+    for b_t, b_o in zip(target.buffers(), online.buffers()):
+        b_t.copy_(b_o)
+
+
+class MomentumQueueMixin:
+    """Momentum key encoder + projection, a queue of keys, and shuffle-BN key encoding."""
+
+    queue: Tensor
+    queue_ptr: Tensor
+
+    def _init_momentum_queue(self, projector: nn.Module, dim: int, queue_size: int, momentum: float,
+                             shuffle_bn: bool, bn_splits: int) -> None:
+        self.projector = projector
+        self.key_encoder = copy.deepcopy(self.encoder)
+        self.key_projector = copy.deepcopy(projector)
+        for p in [*self.key_encoder.parameters(), *self.key_projector.parameters()]:
+            p.requires_grad_(False)
+        self.momentum = momentum
+        self.shuffle_bn = shuffle_bn
+        self.bn_splits = bn_splits
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    # -- encoders ---------------------------------------------------------
+    def encode_query(self, x: Tensor) -> Tensor:
+        return F.normalize(self.projector(self.encoder(x)).float(), dim=1)
+
+    @torch.no_grad()
+    def encode_key(self, x: Tensor) -> Tensor:
+        """Normalised keys from the momentum encoder, with shuffle-BN (see module docstring)."""
+        if not self.shuffle_bn:
+            return F.normalize(self.key_projector(self.key_encoder(x)).float(), dim=1)
+        x, unshuffle = self._shuffle(x)
+        n_splits = max(1, min(self.bn_splits, x.shape[0] // 2))
+        keys = torch.cat([self.key_projector(self.key_encoder(chunk)) for chunk in x.chunk(n_splits)])
+        return F.normalize(unshuffle(keys).float(), dim=1)
+
+    def _shuffle(self, x: Tensor):
+        if not is_distributed():
+            perm = torch.randperm(x.shape[0], device=x.device)
+            return x[perm], lambda y: y[torch.argsort(perm)]
+        # Official MoCo batch shuffle across processes: gather, permute globally, take our slice.
+        local = x.shape[0]
+        x_all = concat_all_gather(x)
+        perm = broadcast_(torch.randperm(x_all.shape[0], device=x.device))
+        mine = perm.view(world_size(), -1)[rank()]
+
+        def unshuffle(y: Tensor) -> Tensor:
+            y_all = concat_all_gather(y)
+            return y_all[torch.argsort(perm)].view(world_size(), local, -1)[rank()]
+
+        return x_all[mine], unshuffle
+
+    # -- queue ------------------------------------------------------------
+    def contrastive_loss(self, query: Tensor, key: Tensor, temperature: float) -> Tensor:
+        return info_nce(query, key, self.queue.clone().detach(), temperature)
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Replace the oldest queue entries with the keys of every process (wraps around)."""
+        keys = concat_all_gather(keys.float())
+        size = self.queue.shape[0]
+        if keys.shape[0] > size:
+            keys = keys[-size:]
+        idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue[idx] = keys
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
+
+    @torch.no_grad()
+    def update_momentum_encoders(self) -> None:
+        momentum_update_(self.key_encoder, self.encoder, self.momentum)
+        momentum_update_(self.key_projector, self.projector, self.momentum)
+
+    def online_parameters(self) -> list[nn.Parameter]:
+        return [p for p in [*self.encoder.parameters(), *self.projector.parameters()] if p.requires_grad]
+
+
+class MoCoV2(MomentumQueueMixin, SSLMethod):
+    view_names = ("crop", "crop")
+
+    def __init__(self, encoder: nn.Module, *, image_size: int = 224, proj_hidden_dim: int | None = None,
+                 proj_dim: int = 128, queue_size: int = 65536, temperature: float = 0.2, momentum: float = 0.999,
+                 symmetric: bool = False, shuffle_bn: bool = True, bn_splits: int = 8) -> None:
+        super().__init__(encoder)
+        hidden = proj_hidden_dim or self.num_features  # official: Linear(dim_mlp, dim_mlp), dim_mlp = fc.in_features
+        self._init_momentum_queue(moco_v2_head(self.num_features, hidden, proj_dim), proj_dim, queue_size,
+                                  momentum, shuffle_bn, bn_splits)
+        self.temperature = temperature
+        self.symmetric = symmetric
+
+    def forward(self, views: Sequence[Tensor]) -> dict[str, Tensor]:
+        self.check_views(views)
+        x1, x2 = views
+        q1 = self.encode_query(x1)
+        k2 = self.encode_key(x2)
+        loss = self.contrastive_loss(q1, k2, self.temperature)
+        keys = k2
+        if self.symmetric:  # both views serve as query; the mean keeps the loss scale of the asymmetric case
+            q2 = self.encode_query(x2)
+            k1 = self.encode_key(x1)
+            loss = 0.5 * (loss + self.contrastive_loss(q2, k1, self.temperature))
+            keys = torch.cat([k2, k1])
+        self.enqueue(keys)
+        with torch.no_grad():
+            pos = (q1.detach() * k2).sum(1).mean()
+        return {"loss": loss, "loss_infonce": loss.detach(), "pos_sim": pos}
+
+    @torch.no_grad()
+    def after_optimizer_step(self, progress: float) -> None:
+        self.update_momentum_encoders()

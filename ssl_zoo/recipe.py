@@ -1,0 +1,336 @@
+"""Recipes as data: a named, frozen description of one self-supervised model.
+
+A recipe says *what* to build (method + backbone), *on what* (dataset, image
+size, augmentation), *how long and how fast* (training defaults) and *where its
+weights live* (Hub repo, file, checksum, license, paper). Factories in
+``ssl_zoo.factory`` turn recipes into modules; the registry here finds them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class BackboneCfg:
+    """Any timm architecture and the keyword arguments timm builds it with."""
+
+    arch: str = "resnet50"
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    # Encoder initialisation before SSL training: None (random), "timm:<name.tag>"
+    # (timm pretrained weights, needs the Hub or a cache), or a path to a checkpoint.
+    init: str | None = None
+
+
+@dataclass(frozen=True)
+class AugmentCfg:
+    """Image size and the MoCo v2 augmentation parameters (METHODS.md)."""
+
+    image_size: int = 224
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    color_jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    hflip_p: float = 0.5
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    """Training defaults; the learning rate is ``base_lr * global_batch / lr_batch_denom``."""
+
+    epochs: int = 200
+    batch_size: int = 256
+    base_lr: float = 0.03
+    lr_batch_denom: int = 256
+    optimizer: str = "sgd"
+    sgd_momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    min_lr: float = 0.0
+    num_workers: int = 2
+
+
+@dataclass(frozen=True)
+class WeightsCfg:
+    """Where published weights live, in timm's priority order: file > Hub > URL."""
+
+    hf_hub_id: str | None = None
+    filename: str = "model.safetensors"
+    revision: str | None = None
+    url: str | None = None
+    file: str | None = None
+    sha256: str | None = None
+    license: str = "apache-2.0"
+    paper: str = ""
+
+    @property
+    def published(self) -> bool:
+        return bool(self.hf_hub_id or self.url or self.file)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    method: str
+    method_args: Mapping[str, Any] = field(default_factory=dict)
+    backbone: BackboneCfg = field(default_factory=BackboneCfg)
+    augment: AugmentCfg = field(default_factory=AugmentCfg)
+    dataset: str = "imagenet1k"
+    train: TrainCfg = field(default_factory=TrainCfg)
+    weights: WeightsCfg = field(default_factory=WeightsCfg)
+    description: str = ""
+
+    # -- derived views ------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        return self.augment.image_size
+
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """timm-style pretrained_cfg for the encoder this recipe produces."""
+        size = self.augment.image_size
+        return {
+            "architecture": self.backbone.arch,
+            "tag": self.name,
+            "hf_hub_id": self.weights.hf_hub_id,
+            "file": self.weights.file,
+            "url": self.weights.url,
+            "input_size": (3, size, size),
+            "interpolation": self.augment.interpolation,
+            "crop_pct": 0.875,
+            "mean": tuple(self.augment.mean),
+            "std": tuple(self.augment.std),
+            "num_classes": 0,
+            "license": self.weights.license,
+            "paper": self.weights.paper,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Recipe":
+        sections = {"backbone": BackboneCfg, "augment": AugmentCfg, "train": TrainCfg, "weights": WeightsCfg}
+        kwargs = dict(data)
+        for key, sec_cls in sections.items():
+            if key in kwargs and isinstance(kwargs[key], Mapping):
+                kwargs[key] = _build(sec_cls, kwargs[key])
+        return _build(cls, kwargs)
+
+    def with_overrides(self, **overrides: Any) -> "Recipe":
+        """Return a copy with fields replaced.
+
+        Keys may be a top-level field (``dataset``), a section given as a dict
+        (``train={"epochs": 5}``), a field of a section (``epochs``, ``arch``,
+        ``image_size``) or a method argument (``queue_size``). Unknown keys and
+        wrong types raise ``ValueError`` naming the key and close matches.
+        """
+        if not overrides:
+            return self
+        top: dict[str, Any] = {}
+        per_section: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
+        method_args = dict(self.method_args)
+        for key, value in overrides.items():
+            if key in _SECTIONS and isinstance(value, Mapping):
+                for sub_key, sub_value in value.items():
+                    _check_field(_SECTIONS[key], sub_key, sub_value, where=key)
+                    per_section[key][sub_key] = sub_value
+            elif key == "method_args" and isinstance(value, Mapping):
+                for sub_key, sub_value in value.items():
+                    method_args[sub_key] = _checked_method_arg(self, sub_key, sub_value)
+            elif key in _TOP_FIELDS:
+                _check_field(Recipe, key, value, where="recipe")
+                top[key] = value
+            elif key in _SECTION_FIELD_OWNER and key in _method_params(self.method):
+                raise ValueError(f"Override {key!r} is ambiguous: it is both a method argument and a "
+                                 f"{_SECTION_FIELD_OWNER[key]} field. Pass method_args={{{key!r}: ...}} or "
+                                 f"{_SECTION_FIELD_OWNER[key]}={{{key!r}: ...}}.")
+            elif key in _SECTION_FIELD_OWNER:
+                section = _SECTION_FIELD_OWNER[key]
+                _check_field(_SECTIONS[section], key, value, where=section)
+                per_section[section][key] = value
+            elif key in method_args or key in _method_params(self.method):
+                method_args[key] = _checked_method_arg(self, key, value)
+            else:
+                known = sorted(set(_TOP_FIELDS) | set(_SECTION_FIELD_OWNER) | set(method_args)
+                               | set(_method_params(self.method)))
+                raise ValueError(f"Unknown override {key!r} for recipe {self.name!r}.{_suggest(key, known)} "
+                                 f"Valid keys: {', '.join(known)}.")
+        replaced = {s: dataclasses.replace(getattr(self, s), **kw) for s, kw in per_section.items() if kw}
+        return dataclasses.replace(self, method_args=method_args, **top, **replaced)
+
+
+_SECTIONS: dict[str, type] = {"backbone": BackboneCfg, "augment": AugmentCfg, "train": TrainCfg, "weights": WeightsCfg}
+_TOP_FIELDS = {"name", "method", "dataset", "description"}
+_SECTION_FIELD_OWNER: dict[str, str] = {}
+for _section, _cls in _SECTIONS.items():
+    for _f in dataclasses.fields(_cls):
+        # "file"/"url" belong to weights; names repeated across sections must be given as dicts.
+        if _f.name in _SECTION_FIELD_OWNER:
+            raise AssertionError(f"ambiguous recipe field {_f.name}")
+        _SECTION_FIELD_OWNER[_f.name] = _section
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"Unknown {cls.__name__} field(s) {sorted(unknown)}; valid: {sorted(names)}.")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if isinstance(value, list) and _is_tuple_type(hints[key]):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _is_tuple_type(tp: Any) -> bool:
+    return typing.get_origin(tp) is tuple
+
+
+def _type_ok(tp: Any, value: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(arg, value) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_type_ok(args[0], v) for v in value)
+        return len(args) == len(value) and all(_type_ok(a, v) for a, v in zip(args, value))
+    if origin is not None:
+        tp = origin
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (Mapping, typing.Mapping) or (isinstance(tp, type) and issubclass(tp, Mapping)):
+        return isinstance(value, Mapping)
+    return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def _check_field(cls: type, key: str, value: Any, where: str) -> None:
+    hints = typing.get_type_hints(cls)
+    if key not in hints:
+        raise ValueError(f"Unknown {where} field {key!r}.{_suggest(key, list(hints))}")
+    if not _type_ok(hints[key], value):
+        raise TypeError(f"Override {key!r}={value!r} has type {type(value).__name__}; "
+                        f"{where}.{key} expects {_type_name(hints[key])}.")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _method_params(method: str) -> dict[str, Any]:
+    """Keyword parameters (name -> default) of a registered method's constructor."""
+    from .methods import method_parameters
+
+    try:
+        return method_parameters(method)
+    except KeyError:
+        return {}
+
+
+def _checked_method_arg(recipe: Recipe, key: str, value: Any) -> Any:
+    params = _method_params(recipe.method)
+    if params and key not in params:
+        raise ValueError(f"Method {recipe.method!r} has no argument {key!r}.{_suggest(key, list(params))} "
+                         f"Valid: {', '.join(sorted(params))}.")
+    current = recipe.method_args.get(key, params.get(key))
+    if current is not None and value is not None:
+        if isinstance(current, bool) != isinstance(value, bool) or (
+                not isinstance(value, type(current)) and not (isinstance(current, float) and isinstance(value, int))):
+            raise TypeError(f"Method argument {key!r}={value!r} has type {type(value).__name__}; "
+                            f"expected {type(current).__name__} (default {current!r}).")
+    return value
+
+
+# -- the registry -----------------------------------------------------------
+
+_RECIPES: dict[str, Recipe] = {}
+
+
+def register_recipe(recipe: Recipe, *, overwrite: bool = False) -> Recipe:
+    """Add a recipe to the registry (one call; returns it). Names must be unique."""
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"register_recipe expects a Recipe, got {type(recipe).__name__}.")
+    if recipe.name in _RECIPES and not overwrite:
+        raise ValueError(f"Recipe {recipe.name!r} is already registered; pass overwrite=True to replace it.")
+    _RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def _ensure_loaded() -> None:
+    from . import recipes  # noqa: F401  (registers the built-in recipes on import)
+
+
+def _suggest(name: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    return f" Did you mean {' or '.join(close)}?" if close else ""
+
+
+class UnknownRecipeError(KeyError):
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+def get_recipe(name: str) -> Recipe:
+    """The registered recipe called ``name``; unknown names suggest close matches."""
+    _ensure_loaded()
+    try:
+        return _RECIPES[name]
+    except KeyError:
+        hint = _suggest(name, _RECIPES)
+        raise UnknownRecipeError(
+            f"Unknown recipe {name!r}.{hint} `ssl_zoo.list_models()` or `ssl-zoo list` shows all "
+            f"{len(_RECIPES)} recipes.") from None
+
+
+def list_models(filter: str | Iterable[str] = "*", pretrained: bool = False,
+                predicate: Callable[[Recipe], bool] | None = None) -> list[str]:
+    """Sorted recipe names matching an fnmatch pattern (or any of several)."""
+    _ensure_loaded()
+    patterns = [filter] if isinstance(filter, str) else list(filter)
+    names = []
+    for name, recipe in _RECIPES.items():
+        if not any(fnmatch.fnmatch(name, p) for p in patterns):
+            continue
+        if pretrained and not recipe.weights.published:
+            continue
+        if predicate is not None and not predicate(recipe):
+            continue
+        names.append(name)
+    return sorted(names)
+
+
+def list_pretrained(filter: str = "*") -> list[str]:
+    """Recipes whose weights are published (Hub repo, URL or file)."""
+    return list_models(filter, pretrained=True)

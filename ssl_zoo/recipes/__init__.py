@@ -1,0 +1,2 @@
+"""The built-in recipes. Importing this package registers them; one file per method family."""
+from . import moco  # noqa: F401

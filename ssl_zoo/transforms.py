@@ -1,0 +1,79 @@
+"""View transforms: each method names the views it needs; this module builds them.
+
+``"crop"``     MoCo v2 augmentation: RandomResizedCrop + colour jitter + grayscale + blur + flip.
+``"original"`` LeOCLR's original view: the whole image resized (no crop), then the same
+               colour / grayscale / blur / flip augmentations.
+``"plain"``    the image only resized (synth's reconstruction target).
+``"eval"``     Resize(size / crop_pct) + CenterCrop(size), the evaluation transform.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torchvision.transforms import v2
+
+from .recipe import AugmentCfg
+
+VIEW_KINDS = ("crop", "original", "plain", "eval")
+
+
+def _interpolation(name: str) -> v2.InterpolationMode:
+    return v2.InterpolationMode(name.lower())
+
+
+def blur_kernel_size(image_size: int) -> int:
+    """About 10% of the image side, odd, at least 3 (SimCLR / MoCo v2 convention)."""
+    k = max(3, int(0.1 * image_size))
+    return k if k % 2 == 1 else k + 1
+
+
+def _photometric(cfg: AugmentCfg) -> list[Callable]:
+    return [
+        v2.RandomApply([v2.ColorJitter(*cfg.color_jitter)], p=cfg.color_jitter_p),
+        v2.RandomGrayscale(p=cfg.grayscale_p),
+        v2.RandomApply([v2.GaussianBlur(blur_kernel_size(cfg.image_size), sigma=cfg.blur_sigma)], p=cfg.blur_p),
+        v2.RandomHorizontalFlip(p=cfg.hflip_p),
+    ]
+
+
+def _finish(cfg: AugmentCfg) -> list[Callable]:
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)]
+
+
+def build_view_transform(view: str, cfg: AugmentCfg, crop_pct: float = 0.875) -> Callable[[Any], torch.Tensor]:
+    """Transform from a PIL image (or uint8 tensor) to a normalised float tensor for one view."""
+    size = cfg.image_size
+    interp = _interpolation(cfg.interpolation)
+    if view == "crop":
+        ops = [v2.ToImage(), v2.RandomResizedCrop(size, scale=cfg.crop_scale, interpolation=interp, antialias=True),
+               *_photometric(cfg)]
+    elif view == "original":
+        ops = [v2.ToImage(), v2.Resize((size, size), interpolation=interp, antialias=True), *_photometric(cfg)]
+    elif view == "plain":
+        ops = [v2.ToImage(), v2.Resize((size, size), interpolation=interp, antialias=True)]
+    elif view == "eval":
+        ops = [v2.ToImage(), v2.Resize(int(round(size / crop_pct)), interpolation=interp, antialias=True),
+               v2.CenterCrop(size)]
+    else:
+        raise ValueError(f"Unknown view {view!r}; known views: {', '.join(VIEW_KINDS)}.")
+    return v2.Compose([*ops, *_finish(cfg)])
+
+
+class MultiViewTransform:
+    """Apply several transforms to one image and return the list of views."""
+
+    def __init__(self, transforms: Sequence[Callable]) -> None:
+        self.transforms = list(transforms)
+
+    def __call__(self, image: Any) -> list[torch.Tensor]:
+        return [t(image) for t in self.transforms]
+
+    def __repr__(self) -> str:
+        return f"MultiViewTransform({self.transforms!r})"
+
+
+def build_multiview_transform(view_names: Sequence[str], cfg: AugmentCfg) -> MultiViewTransform:
+    """One transform per view name; identical view names share one (random) transform object."""
+    cache: dict[str, Callable] = {}
+    return MultiViewTransform([cache.setdefault(v, build_view_transform(v, cfg)) for v in view_names])
