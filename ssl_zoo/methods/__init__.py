@@ -47,7 +47,8 @@ def method_parameters(name: str) -> dict[str, Any]:
     cls = get_method_class(name)
     params = {}
     for p in inspect.signature(cls.__init__).parameters.values():
-        if p.kind is inspect.Parameter.KEYWORD_ONLY:
+        # image_size comes from the recipe's augment section, not from method_args
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name != "image_size":
             params[p.name] = None if p.default is inspect.Parameter.empty else p.default
     return params
 
