@@ -1,0 +1,323 @@
+"""Synthesized-pair learning for self-supervised fine-grained recognition ("synth").
+
+An add-on that wraps a base method (MoCo v2 or SimSiam; any registered method with
+MoCo's queue, or with SimSiam's projector/predictor) and adds, per step
+(step numbers are those of the "synth" section of ../shared/METHODS.md):
+
+1. reconstruction ........ h = f(x) on the plain view x, x_rec = D(h), L_rec = MSE(x_rec, x)
+2. Grad-CAM vector ....... grad = dL_gc/dh for the base contrastive loss of (h, augmented view),
+                           c = ReLU(-h * grad), c_hat = minmax(c) per sample,
+                           eps_gc ~ N(0, (sigma_gc (1 - c_hat))^2)
+3. low-variance dims ..... FIFO bank of the last N vectors h, v = per-dim variance,
+                           v_bar = v / ||v||, mask = v_bar < delta, v_hat = minmax(v_bar),
+                           eps_var ~ N(0, (sigma_var (1 - v_hat))^2) on masked dims, 0 elsewhere
+4. synthesized pair ...... h_tilde = h + eps_gc + eps_var, x_hat = D(h), x_tilde = D(h_tilde) (both
+                           detached), L_pair = NT-Xent over the 2B generated images encoded by the
+                           online encoder + head
+5. total ................. L = L_base + alpha L_rec + beta L_pair
+
+Choices the paper leaves open (documented in docs/synth.md):
+- D's output lives in the *normalised* image space (the plain view is resized and normalised
+  with the recipe's mean/std), so L_rec compares normalised tensors; un-normalise to look at it.
+- D uses GroupNorm, not BatchNorm: a generated image must not depend on the others in its batch
+  and D has no running statistics to keep consistent across processes.
+- The bank is filled with the *global* batch (all-gathered) before the variance is taken, so every
+  process computes the same mask, and the current batch already counts at the first step.
+- Grad-CAM is computed on a detached copy of h with ``torch.autograd.grad(..., inputs=h)``: no graph
+  is kept and no parameter's ``.grad`` is touched (DDP's gradient hooks never fire for it). For
+  MoCo it is computed before the base forward, so it sees the same queue as the base loss.
+- The "random" ablation adds isotropic N(0, sigma_gc^2) noise to every dimension.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..distributed import concat_all_gather
+from ..losses import info_nce, negative_cosine, nt_xent
+from . import get_method_class
+from .base import SSLMethod
+from .moco import MomentumQueueMixin
+
+VARIANTS = ("full", "gradcam", "lowvar", "random")
+DEFAULT_DECODER_CHANNELS = (512, 256, 128, 64, 32)
+
+
+# -- decoder D ------------------------------------------------------------------------------
+
+class FeatureDecoder(nn.Module):
+    """Pooled feature vector (B, d) -> image (B, 3, s, s) in the normalised image space.
+
+    A linear layer to a ``channels[0] x s0 x s0`` map (s0 = s / 2^len(channels), at least 1),
+    then one stage per entry of ``channels`` (nearest 2x upsampling, 3x3 conv, GroupNorm, ReLU),
+    mirroring the five stride-2 stages of a ResNet, and a 3x3 conv to RGB. When s0 * 2^stages
+    differs from ``image_size`` (sizes that are not multiples of 32) the output is resized.
+    """
+
+    def __init__(self, in_dim: int, image_size: int, channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
+                 out_channels: int = 3) -> None:
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        if not channels or any(c < 1 for c in channels):
+            raise ValueError(f"decoder_channels must be a non-empty list of positive ints, got {channels!r}.")
+        if image_size < 8:
+            raise ValueError(f"FeatureDecoder needs image_size >= 8, got {image_size}.")
+        self.image_size = int(image_size)
+        self.start_size = max(1, round(image_size / 2 ** len(channels)))
+        self.fc = nn.Linear(in_dim, channels[0] * self.start_size ** 2)
+        stages = []
+        for c_in, c_out in zip((channels[0],) + channels[:-1], channels):
+            stages += [nn.Upsample(scale_factor=2, mode="nearest"),
+                       nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                       nn.GroupNorm(_groups(c_out), c_out), nn.ReLU(inplace=True)]
+        self.stages = nn.Sequential(*stages)
+        self.to_image = nn.Conv2d(channels[-1], out_channels, 3, padding=1)
+
+    def forward(self, h: Tensor) -> Tensor:
+        x = F.relu(self.fc(h)).view(h.shape[0], -1, self.start_size, self.start_size)
+        x = self.to_image(self.stages(x))
+        if x.shape[-1] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        return x
+
+
+def _groups(channels: int) -> int:
+    """The largest of 32, 16, 8, 4, 2, 1 dividing ``channels`` (GroupNorm needs a divisor)."""
+    return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
+
+
+def load_decoder_weights_(decoder: nn.Module, path: str | Path) -> None:
+    """Load a decoder exported by ``ssl-zoo pretrain-decoder`` (``decoder.safetensors``)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "decoder.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"Decoder weights {str(path)!r} do not exist. Run `ssl-zoo pretrain-decoder RECIPE "
+                                f"--output DIR` first and pass decoder_weights='DIR/decoder.safetensors'.")
+    state = load_file(str(path))
+    own = decoder.state_dict()
+    bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    if bad or set(state) - set(own):
+        raise ValueError(f"Decoder weights {str(path)!r} do not fit this decoder (mismatched keys/shapes: "
+                         f"{(bad + sorted(set(state) - set(own)))[:5]}). Pre-train the decoder with the same recipe "
+                         f"(feature size, image_size and decoder_channels).")
+    decoder.load_state_dict(state)
+
+
+# -- the pure pieces of steps 2-4 (tested one by one) ------------------------------------------
+
+def minmax(x: Tensor, dim: int = -1) -> Tensor:
+    """Scale to [0, 1] along ``dim``; a constant input maps to 0."""
+    lo = x.amin(dim, keepdim=True)
+    hi = x.amax(dim, keepdim=True)
+    return (x - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def gradcam_vector(h: Tensor, grad: Tensor) -> Tensor:
+    """Step 2: c = ReLU(-h * dL/dh), min-max normalised per sample (row)."""
+    return minmax(F.relu(-h * grad), dim=1)
+
+
+def low_variance(bank: Tensor, delta: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Step 3: (v_bar, mask, v_hat) from the bank's per-dimension variance.
+
+    v = Var over the bank rows; v_bar = v / ||v||_2; mask = v_bar < delta; v_hat = minmax(v_bar).
+    """
+    v = bank.float().var(dim=0, unbiased=False)
+    v_bar = v / v.norm().clamp_min(1e-12)
+    return v_bar, v_bar < delta, minmax(v_bar, dim=0)
+
+
+def noise_stds(variant: str, batch: int, dim: int, *, c_hat: Tensor | None, v_hat: Tensor, mask: Tensor,
+               sigma_gc: float, sigma_var: float) -> tuple[Tensor, Tensor]:
+    """Per-element standard deviations (std_gc, std_var), both (B, d), of the two noise terms.
+
+    std_gc = sigma_gc (1 - c_hat) ("full", "gradcam"), std_var = sigma_var (1 - v_hat) on the
+    low-variance dims ("full", "lowvar"); "random" puts sigma_gc on every element of std_gc.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown synth variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+    zeros = torch.zeros(batch, dim, device=v_hat.device)
+    std_gc, std_var = zeros, zeros
+    if variant in ("full", "gradcam"):
+        if c_hat is None:
+            raise ValueError(f"Variant {variant!r} needs the Grad-CAM vector c_hat.")
+        std_gc = sigma_gc * (1.0 - c_hat.float())
+    if variant in ("full", "lowvar"):
+        std_var = (sigma_var * (1.0 - v_hat) * mask.float()).expand(batch, dim)
+    if variant == "random":
+        std_gc = torch.full((batch, dim), float(sigma_gc), device=v_hat.device)
+    return std_gc, std_var
+
+
+def perturb(h: Tensor, std_gc: Tensor, std_var: Tensor) -> Tensor:
+    """Step 4: h_tilde = h + eps_gc + eps_var with eps ~ N(0, std^2), independent per element."""
+    return h + std_gc * torch.randn_like(std_gc) + std_var * torch.randn_like(std_var)
+
+
+# -- the add-on -------------------------------------------------------------------------------
+
+class SynthPairs(SSLMethod):
+    """A base SSL method plus a decoder, synthesized pairs and the two noise criteria.
+
+    Views: ``("plain",) + base.view_names``; the plain view (resize + normalise) is the
+    reconstruction target and the source of h. The encoder is registered once (inside the
+    base), so ``state_dict()`` has no aliased tensors; ``self.encoder`` is the base's.
+    """
+
+    bank: Tensor
+    bank_ptr: Tensor
+    bank_count: Tensor
+
+    def __init__(self, encoder: nn.Module, *, image_size: int = 224, base: str = "moco_v2",
+                 base_args: dict | None = None, variant: str = "full", alpha: float = 0.5, beta: float = 0.5,
+                 delta: float = 0.02, sigma_gc: float = 0.5, sigma_var: float = 0.5, bank_size: int = 4096,
+                 nt_xent_temperature: float = 0.2,
+                 decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS,
+                 decoder_weights: str | None = None) -> None:
+        nn.Module.__init__(self)  # not SSLMethod.__init__: the encoder lives in self.base only
+        if variant not in VARIANTS:
+            raise ValueError(f"Unknown synth variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
+        if base == "synth":
+            raise ValueError("synth cannot wrap itself; use base='moco_v2' or base='simsiam'.")
+        if bank_size < 2:
+            raise ValueError(f"bank_size must be at least 2 to estimate a variance, got {bank_size}.")
+        self.base = get_method_class(base)(encoder, image_size=image_size, **dict(base_args or {}))
+        if isinstance(self.base, MomentumQueueMixin):
+            self._kind = "queue"
+        elif all(hasattr(self.base, a) for a in ("project", "predict")):
+            self._kind = "siamese"
+        else:
+            raise ValueError(f"synth supports bases with MoCo's queue (moco_v2, leoclr) or SimSiam's "
+                             f"project/predict; {base!r} has neither.")
+        self.view_names = ("plain",) + tuple(self.base.view_names)
+        self.variant = variant
+        self.alpha, self.beta, self.delta = float(alpha), float(beta), float(delta)
+        self.sigma_gc, self.sigma_var = float(sigma_gc), float(sigma_var)
+        self.nt_xent_temperature = float(nt_xent_temperature)
+        dim = self.num_features
+        self.decoder = FeatureDecoder(dim, image_size, decoder_channels)
+        if decoder_weights:
+            load_decoder_weights_(self.decoder, decoder_weights)
+        self.register_buffer("bank", torch.zeros(bank_size, dim))
+        self.register_buffer("bank_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("bank_count", torch.zeros((), dtype=torch.long))
+
+    @property
+    def encoder(self) -> nn.Module:  # type: ignore[override]
+        return self.base.encoder
+
+    def pair_head(self, h: Tensor) -> Tensor:
+        """The online head used for L_pair: MoCo's projector g, SimSiam's projector."""
+        return self.base.projector(h) if self._kind == "queue" else self.base.project(h)
+
+    # -- step 2 ---------------------------------------------------------------------------------
+    def gradcam_loss(self, h: Tensor, base_views: Sequence[Tensor]) -> Tensor:
+        """L_gc: the base contrastive loss of the positive pair (h, key of an augmented view)."""
+        if self._kind == "queue":  # MoCo: InfoNCE of g(h) against the momentum key, queue as negatives
+            q = F.normalize(self.base.projector(h).float(), dim=1)
+            k = self.base.encode_key(base_views[-1])
+            return info_nce(q, k, self.base.queue.clone().detach(), self.base.temperature)
+        with torch.no_grad():  # SimSiam: -cos(pred(proj(h)), sg(proj(f(view))))
+            z = self.base.project(self.base.encoder(base_views[0]))
+        return negative_cosine(self.base.predict(self.base.project(h)), z)
+
+    def compute_gradcam(self, h: Tensor, base_views: Sequence[Tensor]) -> Tensor:
+        """c_hat (B, d): dL_gc/dh on a detached copy of h, no graph kept, no parameter grads."""
+        h_leaf = h.detach().float().requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.gradcam_loss(h_leaf, base_views), h_leaf)
+        return gradcam_vector(h_leaf.detach(), grad)
+
+    # -- step 3 ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def update_bank(self, h: Tensor) -> None:
+        """Replace the oldest rows with the global batch (all processes; wraps around)."""
+        h = concat_all_gather(h.detach().float().contiguous())
+        size = self.bank.shape[0]
+        if h.shape[0] > size:
+            h = h[-size:]
+        idx = (self.bank_ptr + torch.arange(h.shape[0], device=h.device)) % size
+        self.bank[idx] = h
+        self.bank_ptr.copy_((self.bank_ptr + h.shape[0]) % size)
+        self.bank_count.copy_(torch.clamp(self.bank_count + h.shape[0], max=size))
+
+    def filled_bank(self) -> Tensor:
+        return self.bank[: int(self.bank_count)]
+
+    # -- steps 1-5 ------------------------------------------------------------------------------
+    def compute_losses(self, views: Sequence[Tensor]) -> dict[str, Tensor]:
+        """All parts with their graphs (tests back-propagate them one by one); see forward."""
+        self.check_views(views)
+        x, base_views = views[0], list(views[1:])
+        # Step 1: reconstruction of the plain view; L_rec trains D and flows into the encoder.
+        h = self.encoder(x)
+        x_rec = self.decoder(h)
+        loss_rec = F.mse_loss(x_rec.float(), x.float())
+        # Step 2: Grad-CAM score vector (before the base forward: same queue as the base loss).
+        c_hat = self.compute_gradcam(h, base_views) if self.variant in ("full", "gradcam") else None
+        base_out = self.base(base_views)
+        # Step 3: FIFO bank (global batch in, then variance), threshold delta on v_bar.
+        self.update_bank(h)
+        v_bar, mask, v_hat = low_variance(self.filled_bank(), self.delta)
+        # Step 4: the two noise terms, the perturbed vector and the generated pair (data: no grad).
+        std_gc, std_var = noise_stds(self.variant, h.shape[0], h.shape[1], c_hat=c_hat, v_hat=v_hat, mask=mask,
+                                     sigma_gc=self.sigma_gc, sigma_var=self.sigma_var)
+        with torch.no_grad():
+            h_tilde = perturb(h.detach().float(), std_gc, std_var)
+            x_hat = x_rec.detach()  # = D(h); D is batch-independent (GroupNorm), so no second pass
+            x_tilde = self.decoder(h_tilde.to(x_rec.dtype))
+        z = self.pair_head(self.encoder(torch.cat([x_hat, x_tilde])))
+        z_hat, z_tilde = z.float().chunk(2)
+        loss_pair = nt_xent(z_hat, z_tilde, self.nt_xent_temperature)
+        with torch.no_grad():
+            total_std = (std_gc ** 2 + std_var ** 2).sqrt().mean()
+        return {"loss_base": base_out["loss"], "loss_rec": loss_rec, "loss_pair": loss_pair,
+                "lowvar_share": mask.float().mean(), "noise_std": total_std,
+                "base_parts": {k: v for k, v in base_out.items() if k != "loss"},
+                "x_rec": x_rec, "x_tilde": x_tilde}
+
+    def forward(self, views: Sequence[Tensor]) -> dict[str, Tensor]:
+        parts = self.compute_losses(views)
+        # Step 5: L = L_base + alpha L_rec + beta L_pair.
+        loss = parts["loss_base"] + self.alpha * parts["loss_rec"] + self.beta * parts["loss_pair"]
+        out = {"loss": loss}
+        for key in ("loss_base", "loss_rec", "loss_pair", "lowvar_share", "noise_std"):
+            out[key] = parts[key].detach()
+        for key, value in parts["base_parts"].items():
+            out.setdefault(key, value.detach() if torch.is_tensor(value) else value)
+        return out
+
+    @torch.no_grad()
+    def after_optimizer_step(self, progress: float) -> None:
+        self.base.after_optimizer_step(progress)  # MoCo's momentum update; nothing for SimSiam
+
+    def parameter_groups(self) -> list[dict]:
+        decoder = [p for p in self.decoder.parameters() if p.requires_grad]
+        return [*self.base.parameter_groups(), {"name": "decoder", "params": decoder, "fix_lr": False}]
+
+    @torch.no_grad()
+    def generate_pair(self, x: Tensor, base_views: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
+        """(x_hat, x_tilde, c_hat, mask) for pictures, without touching the bank or the queue.
+
+        Uses the current bank for the low-variance mask (fill it by training first). Grad-CAM
+        needs ``base_views`` (the augmented views); without them the Grad-CAM term is left out.
+        """
+        h = self.encoder(x).float()
+        c_hat = None
+        if base_views is not None and self.variant in ("full", "gradcam"):
+            c_hat = self.compute_gradcam(h, base_views)
+        bank = self.filled_bank() if int(self.bank_count) >= 2 else h
+        _, mask, v_hat = low_variance(bank, self.delta)
+        variant = self.variant if c_hat is not None or self.variant in ("lowvar", "random") else "lowvar"
+        std_gc, std_var = noise_stds(variant, h.shape[0], h.shape[1], c_hat=c_hat, v_hat=v_hat, mask=mask,
+                                     sigma_gc=self.sigma_gc, sigma_var=self.sigma_var)
+        h_tilde = perturb(h, std_gc, std_var)
+        return {"x_hat": self.decoder(h), "x_tilde": self.decoder(h_tilde), "mask": mask,
+                "c_hat": c_hat if c_hat is not None else torch.zeros_like(h)}
