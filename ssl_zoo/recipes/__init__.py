@@ -1,2 +1,4 @@
 """The built-in recipes. Importing this package registers them; one file per method family."""
 from . import moco  # noqa: F401
+from . import simsiam  # noqa: F401
+from . import leoclr  # noqa: F401

@@ -1,0 +1,64 @@
+"""LeOCLR (Alkhalefi, Leontidis, Zhong): MoCo v2 with the original image as the anchor.
+
+Three views per image (``view_names``): the original ``x`` (whole image resized, no crop,
+then MoCo v2 colour / grayscale / blur / flip) and two random resized crops ``x1``, ``x2``
+with the full MoCo v2 augmentation (paper Sec. 3, Fig. 3, Algorithm 1).
+
+query (original) ...... u  = normalize(g(f(x)))
+keys (crops) .......... v1 = normalize(g_k(f_k(x1))), v2 = normalize(g_k(f_k(x2))), no gradient
+loss (Eq. 3) .......... l(u, sg(v1)) + l(u, sg(v2)), each MoCo's InfoNCE against the queue
+after each step ....... momentum update of (f_k, g_k), m = 0.999 (Eq. 1)
+
+The two crops are never compared with each other: each is only pulled toward the
+original. Eq. 3 sums over the mini-batch; we average each term over the batch (as MoCo's
+cross-entropy does) and *sum* the two terms, so the loss is twice a MoCo v2 loss in scale.
+The paper does not say which keys enter the queue; this project enqueues both crops' keys
+(``2 x global batch`` per step, all-gathered across processes).
+
+Momentum copies, the queue and shuffle-BN come from ``moco.MomentumQueueMixin``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..heads import moco_v2_head
+from .base import SSLMethod
+from .moco import MomentumQueueMixin
+
+
+class LeOCLR(MomentumQueueMixin, SSLMethod):
+    view_names = ("original", "crop", "crop")
+
+    def __init__(self, encoder: nn.Module, *, image_size: int = 224, proj_hidden_dim: int | None = None,
+                 proj_dim: int = 128, queue_size: int = 65536, temperature: float = 0.2, momentum: float = 0.999,
+                 shuffle_bn: bool = True, bn_splits: int = 8) -> None:
+        super().__init__(encoder)
+        self.image_size = image_size
+        hidden = proj_hidden_dim or self.num_features  # MoCo v2 head: Linear(dim_mlp, dim_mlp)-ReLU-Linear
+        self._init_momentum_queue(moco_v2_head(self.num_features, hidden, proj_dim), proj_dim, queue_size,
+                                  momentum, shuffle_bn, bn_splits)
+        self.temperature = temperature
+
+    def forward(self, views: Sequence[Tensor]) -> dict[str, Tensor]:
+        self.check_views(views)
+        original, crop1, crop2 = views
+        u = self.encode_query(original)
+        # Each crop batch is encoded (and shuffle-BN'd) on its own, like one MoCo key batch.
+        v1 = self.encode_key(crop1)
+        v2 = self.encode_key(crop2)
+        loss_1 = self.contrastive_loss(u, v1, self.temperature)
+        loss_2 = self.contrastive_loss(u, v2, self.temperature)
+        loss = loss_1 + loss_2
+        self.enqueue(torch.cat([v1, v2]))
+        with torch.no_grad():
+            u_d = u.detach()
+            pos_1, pos_2 = (u_d * v1).sum(1).mean(), (u_d * v2).sum(1).mean()
+        return {"loss": loss, "loss_orig_crop1": loss_1.detach(), "loss_orig_crop2": loss_2.detach(),
+                "pos_sim": 0.5 * (pos_1 + pos_2)}
+
+    @torch.no_grad()
+    def after_optimizer_step(self, progress: float) -> None:
+        self.update_momentum_encoders()

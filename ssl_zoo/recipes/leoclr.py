@@ -1,0 +1,51 @@
+"""LeOCLR recipes (Alkhalefi, Leontidis, Zhong; arXiv:2403.06813). No official code was released.
+
+Paper facts used (section of papers/leoclr.txt):
+- Sec. 3, Eq. 1: momentum m = 0.999.
+- Sec. 3, Fig. 3 / Algorithm 1: original view resized to 224 x 224 without crop, two
+  RandomResizedCrop(224) views, MoCo v2 augmentations on all three.
+- Sec. 4 "Training Setup": ResNet-50, SGD, weight decay 1e-4, momentum 0.9, initial lr 0.03,
+  batch 256, up to 800 epochs on ImageNet-1K (Tab. 1: 76.2% linear at 800 epochs;
+  Tab. 6: 71.7% at 200 epochs, centre-crop test).
+- Sec. 5, Tab. 5: ResNet-18, 800 epochs on STL-10 (85.20%) and CIFAR-10 (79.59%).
+Not given in the paper, taken from MoCo v2 (on which LeOCLR is built): temperature 0.2,
+queue 65536 (ImageNet), the 128-d 2-layer MLP head, the cosine schedule. For the ResNet-18
+runs nothing beyond epochs is given: we use exactly the moco_v2_r18_* settings, so the two
+methods compare like for like (docs/methods.md lists these reconstructions).
+"""
+from ..recipe import AugmentCfg, Recipe, TrainCfg, WeightsCfg, register_recipe
+from .moco import CIFAR_MEAN, CIFAR_STD, DIGITS_AUGMENT, DIGITS_TRAIN, R18, R50
+
+LEOCLR_PAPER = "arXiv:2403.06813"
+STL10_MEAN, STL10_STD = (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)
+LEOCLR_ARGS = dict(proj_dim=128, queue_size=65536, temperature=0.2, momentum=0.999)
+
+for name, epochs, desc in [("leoclr_r50_in1k", 200, "200 epochs (paper Tab. 6: 71.7%)"),
+                           ("leoclr_r50_in1k_800ep", 800, "800 epochs (paper Tab. 1: 76.2%)")]:
+    register_recipe(Recipe(
+        name=name, method="leoclr", method_args=LEOCLR_ARGS, backbone=R50,
+        augment=AugmentCfg(image_size=224), dataset="imagenet1k",
+        train=TrainCfg(epochs=epochs, batch_size=256, base_lr=0.03, weight_decay=1e-4, sgd_momentum=0.9,
+                       num_workers=8),
+        weights=WeightsCfg(paper=LEOCLR_PAPER, license="apache-2.0"),
+        description=f"LeOCLR, ResNet-50, ImageNet-1k, {desc}; paper Sec. 4 settings.",
+    ))
+
+for name, dataset, size, mean, std in [("leoclr_r18_cifar10", "cifar10", 32, CIFAR_MEAN, CIFAR_STD),
+                                       ("leoclr_r18_stl10", "stl10", 96, STL10_MEAN, STL10_STD)]:
+    register_recipe(Recipe(
+        name=name, method="leoclr", method_args={**LEOCLR_ARGS, "queue_size": 4096}, backbone=R18,
+        augment=AugmentCfg(image_size=size, mean=mean, std=std), dataset=dataset,
+        train=TrainCfg(epochs=800, batch_size=256, base_lr=0.06, weight_decay=5e-4),
+        weights=WeightsCfg(paper=LEOCLR_PAPER, license="apache-2.0"),
+        description=f"LeOCLR, ResNet-18, {dataset} at {size} px, 800 epochs (paper Tab. 5).",
+    ))
+
+# Digits demo: the same budget and method arguments as moco_v2_r18_digits.
+register_recipe(Recipe(
+    name="leoclr_r18_digits", method="leoclr",
+    method_args={**LEOCLR_ARGS, "queue_size": 1024, "momentum": 0.99}, backbone=R18,
+    augment=DIGITS_AUGMENT, dataset="digits", train=DIGITS_TRAIN,
+    weights=WeightsCfg(paper=LEOCLR_PAPER, license="apache-2.0"),
+    description="LeOCLR demo on the embedded scikit-learn digits (32 px, CPU-friendly).",
+))
