@@ -1,0 +1,571 @@
+"""The one training loop for every method, built on Accelerate.
+
+It knows only the ``SSLMethod`` interface (``view_names``, ``forward(views)["loss"]``,
+``after_optimizer_step(progress)``, ``parameter_groups()``), so MoCo v2, SimSiam,
+LeOCLR, the synth add-on and any registered method train through it unchanged.
+
+    ssl-zoo train moco_v2_r18_digits --epochs 2 --output runs/x
+    accelerate launch -m ssl_zoo.train moco_v2_r18_digits --output runs/y
+
+Learning rate: ``lr = base_lr * global_batch / lr_batch_denom`` where global batch =
+per-process batch x processes x grad_accum; ``--lr`` replaces ``base_lr`` (it is still
+scaled). Cosine schedule with linear warm-up, stepped once per optimiser step;
+``fix_lr`` parameter groups (e.g. SimSiam's predictor) keep the scaled lr. No weight
+decay on norm and bias parameters (``ndim <= 1``).
+
+Output folder: ``checkpoint.pt`` (every epoch and on Ctrl-C / SIGTERM, atomic),
+``log.jsonl`` (one JSON object per logged step and per epoch), and at the end the
+exported encoder ``model.safetensors`` + ``config.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_checkpoint, resolve_checkpoint_path,
+                         restore_rng_state, save_checkpoint)
+from .recipe import Recipe, get_recipe
+
+LOG_NAME = "log.jsonl"
+OPTIMIZERS = ("sgd", "adamw", "adam")
+SCHEDULES = ("cosine", "constant")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint on disk is kept."""
+
+
+# -- recipe and hyperparameters ------------------------------------------------------------------
+
+def parse_overrides(items: Sequence[str] | None) -> dict[str, Any]:
+    """``["queue_size=4096", "crop_scale=(0.2, 1.0)", "init=None"]`` -> dict with Python literals."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r} (e.g. --set queue_size=4096).")
+        try:
+            value = ast.literal_eval(raw.strip())
+        except (ValueError, SyntaxError):
+            value = raw.strip()  # bare words are strings: --set arch=resnet50
+        out[key.strip()] = value
+    return out
+
+
+def resolve_recipe(recipe: str | Recipe, *, epochs: int | None = None, batch_size: int | None = None,
+                   lr: float | None = None, overrides: Mapping[str, Any] | None = None) -> Recipe:
+    """The recipe with the command-line shortcuts and ``--set`` overrides applied."""
+    base = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
+    kw = dict(overrides or {})
+    train_kw = dict(kw.pop("train", {}) or {})
+    for key, value in (("epochs", epochs), ("batch_size", batch_size), ("base_lr", lr)):
+        if value is not None:
+            train_kw[key] = value
+    if train_kw:
+        kw["train"] = train_kw
+    return base.with_overrides(**kw)
+
+
+def scaled_lr(base_lr: float, global_batch: int, lr_batch_denom: int) -> float:
+    """The linear scaling rule: ``base_lr * global_batch / lr_batch_denom``."""
+    if global_batch < 1 or lr_batch_denom < 1:
+        raise ValueError(f"global batch ({global_batch}) and lr_batch_denom ({lr_batch_denom}) must be >= 1.")
+    return base_lr * global_batch / lr_batch_denom
+
+
+def build_param_groups(method: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Split each of the method's groups into decayed weights and undecayed norm/bias (ndim <= 1) tensors."""
+    groups = method.parameter_groups() if hasattr(method, "parameter_groups") else [
+        {"name": "all", "params": [p for p in method.parameters() if p.requires_grad], "fix_lr": False}]
+    out: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for i, group in enumerate(groups):
+        params = [p for p in group["params"] if p.requires_grad]
+        dup = [p for p in params if id(p) in seen]
+        if dup:
+            raise ValueError(f"parameter_groups() lists {len(dup)} parameter(s) in more than one group.")
+        seen.update(id(p) for p in params)
+        name = str(group.get("name", f"group{i}"))
+        fix_lr = bool(group.get("fix_lr", False))
+        group_lr = float(group.get("lr", lr))
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        for suffix, ps, wd in ((".decay", decay, weight_decay), (".no_decay", no_decay, 0.0)):
+            if ps:
+                out.append({"params": ps, "lr": group_lr, "weight_decay": wd, "name": name + suffix,
+                            "fix_lr": fix_lr})
+    if not out:
+        raise ValueError("The method has no trainable parameters.")
+    return out
+
+
+def build_optimizer(param_groups: list[dict[str, Any]], recipe: Recipe) -> torch.optim.Optimizer:
+    cfg = recipe.train
+    name = cfg.optimizer.lower()
+    if name == "sgd":
+        return torch.optim.SGD(param_groups, lr=param_groups[0]["lr"], momentum=cfg.sgd_momentum)
+    if name == "adamw":
+        return torch.optim.AdamW(param_groups, lr=param_groups[0]["lr"])
+    if name == "adam":
+        return torch.optim.Adam(param_groups, lr=param_groups[0]["lr"])
+    raise ValueError(f"Unknown optimizer {cfg.optimizer!r} in recipe {recipe.name!r}; use one of {OPTIMIZERS}.")
+
+
+@dataclass
+class WarmupCosine:
+    """lr factor: linear warm-up over ``warmup_steps``, then cosine from 1 to ``min_ratio`` at ``total_steps``.
+
+    A callable object (not a lambda) so LambdaLR's state_dict records its parameters.
+    """
+
+    warmup_steps: int
+    total_steps: int
+    min_ratio: float = 0.0
+    cosine: bool = True
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        if not self.cosine:
+            return 1.0
+        span = max(1, self.total_steps - self.warmup_steps)
+        t = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+@dataclass
+class ConstantFactor:
+    """lr factor 1 for ``fix_lr`` groups."""
+
+    def __call__(self, step: int) -> float:
+        return 1.0
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    cfg = recipe.train
+    if cfg.schedule not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {cfg.schedule!r} in recipe {recipe.name!r}; use one of {SCHEDULES}.")
+    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    factors = []
+    for group in optimizer.param_groups:
+        if group.get("fix_lr"):
+            factors.append(ConstantFactor())
+        else:
+            min_ratio = cfg.min_lr / group["lr"] if group["lr"] > 0 else 0.0
+            factors.append(WarmupCosine(warmup, total_steps, min_ratio, cosine=cfg.schedule == "cosine"))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+class EpochShardSampler(Sampler[int]):
+    """Shuffled indices that depend only on (seed, epoch), sharded across processes.
+
+    Every process draws the same permutation and takes every ``num_replicas``-th whole
+    batch, so the processes see disjoint batches (like DistributedSampler). ``skip_batches``
+    drops this process's first batches: an interrupted epoch resumes at the next unseen batch
+    without loading (or augmenting) the skipped images.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = 0
+        self.skip_batches = 0
+        self.num_batches = self.batches_per_epoch()  # the loop may use fewer (whole accumulation cycles)
+
+    def batches_per_epoch(self) -> int:
+        return self.num_samples // (self.batch_size * self.num_replicas)
+
+    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
+        self.epoch, self.skip_batches = epoch, skip_batches
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        perm = torch.randperm(self.num_samples, generator=g)
+        n_batches = min(self.num_batches, self.batches_per_epoch())
+        per_step = self.batch_size * self.num_replicas
+        for b in range(self.skip_batches, n_batches):
+            start = b * per_step + self.rank * self.batch_size
+            yield from perm[start:start + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return max(0, min(self.num_batches, self.batches_per_epoch()) - self.skip_batches) * self.batch_size
+
+
+def build_dataset(recipe: Recipe, view_names: Sequence[str], data: str | None, log=print) -> Dataset:
+    """The recipe's training set with one transform per view (``--data`` on a digits recipe = imagefolder)."""
+    from .data import create_dataset
+    from .transforms import build_multiview_transform
+
+    transform = build_multiview_transform(view_names, recipe.augment)
+    name = recipe.dataset
+    if data is not None and name == "digits":
+        log(f"--data {data}: recipe {recipe.name!r} uses the embedded digits, so this folder is read as "
+            f"'imagefolder' (one sub-folder of images per class).")
+        name = "imagefolder"
+    return create_dataset(name, root=data, split="train", transform=transform)
+
+
+def build_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: EpochShardSampler,
+                 generator: torch.Generator) -> DataLoader:
+    # The loader has its own generator (reseeded per epoch), so drawing worker seeds never touches
+    # the global RNG: a resumed run consumes exactly the random numbers of an uninterrupted one.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True,
+                      pin_memory=torch.cuda.is_available(), generator=generator,
+                      persistent_workers=False)
+
+
+# -- stopping on signals ----------------------------------------------------------------------------
+
+class StopRequest:
+    """Ctrl-C / SIGTERM set a flag; the loop checkpoints after the current optimiser step and stops.
+
+    A second Ctrl-C raises KeyboardInterrupt at once (the last checkpoint on disk stays valid).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "StopRequest":
+        with contextlib.suppress(ValueError):  # not the main thread: no handlers, Ctrl-C behaves as usual
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+
+def _unwrap(accelerator, model: nn.Module) -> nn.Module:
+    return accelerator.unwrap_model(model)
+
+
+def _any_process(accelerator, flag: bool) -> bool:
+    """True on every process if it is true on any (keeps processes in lock-step)."""
+    if accelerator.num_processes == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(t, reduction="sum").item() > 0)
+
+
+def _scalars(out: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v.detach().float().mean()) for k, v in out.items()
+            if isinstance(v, Tensor) and v.numel() >= 1}
+
+
+def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int | None = None,
+          batch_size: int | None = None, lr: float | None = None, output: str | Path | None = None,
+          resume: bool | str | Path = False, mixed_precision: str | None = None, grad_accum: int = 1,
+          seed: int = 0, num_workers: int | None = None, max_steps: int | None = None,
+          log_with: str | Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
+          method: nn.Module | None = None, log_every: int = 10, dataset: Dataset | None = None,
+          progress_bar: bool = True) -> dict[str, Any]:
+    """Train a recipe (or a pre-built ``method``) and export its encoder; returns a summary dict.
+
+    ``lr`` replaces the recipe's ``base_lr`` (still scaled by global batch / lr_batch_denom).
+    ``max_steps`` caps the number of optimiser steps (the schedule then spans ``max_steps``).
+    ``resume=True`` continues from ``output/checkpoint.pt``; a path resumes from that file/folder.
+    ``dataset`` replaces the recipe's dataset (items ``(list_of_views, label)``).
+    Raises :class:`NonFiniteLossError` when the loss is NaN/inf.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    recipe = resolve_recipe(recipe_or_name, epochs=epochs, batch_size=batch_size, lr=lr, overrides=overrides)
+    if grad_accum < 1:
+        raise ValueError(f"grad_accum must be >= 1, got {grad_accum}.")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}.")
+    out_dir = Path(output) if output is not None else Path("runs") / recipe.name
+    accelerator = Accelerator(mixed_precision=mixed_precision, log_with=log_with, project_dir=str(out_dir))
+    log = accelerator.print
+    ckpt_path = out_dir / CHECKPOINT_NAME
+
+    resume_state = None
+    if resume:
+        source = ckpt_path if resume is True else Path(resume)
+        resume_state = load_checkpoint(resolve_checkpoint_path(source))
+        stored = Recipe.from_dict(resume_state["recipe"])
+        if stored != recipe:
+            diff = _recipe_diff(stored.to_dict(), recipe.to_dict())
+            raise ValueError(f"Cannot resume {source}: it was trained with a different recipe ({diff}). Pass the "
+                             f"same recipe and options as the first run, or choose another --output.")
+        log(f"Resuming from {source} at epoch {resume_state['epoch']}, step {resume_state['step']}.")
+
+    # Same seed everywhere for the model (identical initial weights on every process) ...
+    set_seed(seed)
+    if method is None:
+        from .factory import create_method
+        method = create_method(recipe)
+    # ... then a per-process seed for augmentations and shuffle-BN permutations.
+    set_seed(seed, device_specific=True)
+
+    per_process_batch = recipe.train.batch_size
+    world = accelerator.num_processes
+    global_batch = per_process_batch * world * grad_accum
+    lr_value = scaled_lr(recipe.train.base_lr, global_batch, recipe.train.lr_batch_denom)
+
+    train_set = dataset if dataset is not None else build_dataset(recipe, method.view_names, data, log=log)
+    sampler = EpochShardSampler(len(train_set), per_process_batch, seed, world, accelerator.process_index)
+    steps_per_epoch = sampler.batches_per_epoch() // grad_accum
+    # Whole accumulation cycles only: left-over micro-batches would leak gradients into the next epoch.
+    sampler.num_batches = steps_per_epoch * grad_accum
+    if steps_per_epoch < 1:
+        raise ValueError(f"The training set has {len(train_set)} images, fewer than one optimiser step needs "
+                         f"(batch {per_process_batch} x {world} processes x grad_accum {grad_accum}). Lower "
+                         f"--batch-size or --grad-accum.")
+    total_steps = recipe.train.epochs * steps_per_epoch
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+    workers = recipe.train.num_workers if num_workers is None else num_workers
+    loader_gen = torch.Generator()
+    loader = build_loader(train_set, per_process_batch, workers, sampler, loader_gen)
+
+    groups = build_param_groups(method, lr_value, recipe.train.weight_decay)
+    optimizer = build_optimizer(groups, recipe)
+    scheduler = build_scheduler(optimizer, recipe, total_steps, steps_per_epoch)
+    model, optimizer = accelerator.prepare(method, optimizer)
+    unwrapped = _unwrap(accelerator, model)
+
+    run_info = {"global_batch": global_batch, "num_processes": world, "grad_accum": grad_accum, "lr": lr_value,
+                "total_steps": total_steps, "steps_per_epoch": steps_per_epoch}
+    step, epoch, micro_done = 0, 0, 0
+    if resume_state is not None:
+        old = resume_state["run"]
+        changed = {k: (old.get(k), v) for k, v in run_info.items() if old.get(k) != v}
+        if changed:
+            raise ValueError(f"Cannot resume: the run geometry changed {changed} (old, new). Use the same batch size, "
+                             f"number of processes, --grad-accum and --max-steps as the first run.")
+        unwrapped.load_state_dict(resume_state["model"])
+        optimizer.optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        if accelerator.scaler is not None and resume_state.get("scaler"):
+            accelerator.scaler.load_state_dict(resume_state["scaler"])
+        step, epoch, micro_done = resume_state["step"], resume_state["epoch"], resume_state["micro_in_epoch"]
+        rng = resume_state["rng"]
+        if len(rng) == world:
+            restore_rng_state(rng[accelerator.process_index])
+        else:  # unreachable after the geometry check, kept for checkpoints edited by hand
+            log("warning: checkpoint RNG states are for another number of processes; reseeding.")
+
+    if log_with:
+        accelerator.init_trackers(recipe.name.replace("/", "_"), config={**recipe.to_dict()["train"], **run_info})
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log(f"Training {recipe.name} ({recipe.method}, {recipe.backbone.arch}) on {len(train_set)} images: "
+            f"{world} process(es) x batch {per_process_batch} x grad_accum {grad_accum} = global batch "
+            f"{global_batch}, lr {lr_value:.4g} (= {recipe.train.base_lr:g} x {global_batch} / "
+            f"{recipe.train.lr_batch_denom}), {total_steps} steps, output {out_dir}")
+
+    def checkpoint(micro_in_epoch: int) -> None:
+        rng_all = _gather_objects(accelerator, capture_rng_state())
+        if accelerator.is_main_process:
+            save_checkpoint(ckpt_path, {
+                "model": unwrapped.state_dict(), "optimizer": optimizer.optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                "epoch": epoch, "step": step, "micro_in_epoch": micro_in_epoch, "rng": rng_all,
+                "recipe": recipe.to_dict(), "run": run_info, "seed": seed})
+        accelerator.wait_for_everyone()
+
+    log_file = open(out_dir / LOG_NAME, "a") if accelerator.is_main_process else None
+    bar = None
+    if progress_bar and accelerator.is_main_process:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total_steps, initial=step, desc=recipe.name, dynamic_ncols=True)
+
+    def write_log(record: dict[str, Any]) -> None:
+        if log_file is not None:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+        if log_with:
+            accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record["step"])
+
+    interrupted = False
+    last: dict[str, float] = {}
+    model.train()
+    try:
+        with StopRequest() as stop:
+            while step < total_steps and epoch < recipe.train.epochs:
+                skip = micro_done
+                sampler.set_epoch(epoch, skip_batches=skip)
+                loader_gen.manual_seed(seed * 100_003 + epoch * 1_009 + skip * 7 + accelerator.process_index)
+                epoch_sums: dict[str, float] = {}
+                n_epoch = 0
+                t0, images = time.perf_counter(), 0
+                micro = skip
+                for batch in loader:
+                    views = [v.to(accelerator.device, non_blocking=True) for v in batch[0]]
+                    sync = (micro + 1) % grad_accum == 0
+                    # Accumulation steps skip DDP's gradient all-reduce; the last one synchronises.
+                    ctx = contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model)
+                    with ctx:
+                        with accelerator.autocast():
+                            out = model(views)
+                        parts = _scalars(out)
+                        if _any_process(accelerator, not math.isfinite(parts["loss"])):
+                            raise NonFiniteLossError(
+                                f"Non-finite loss at step {step + 1} (epoch {epoch + 1}): "
+                                + ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+                                + f". Training stopped; the last good checkpoint is kept at {ckpt_path} "
+                                f"(if one was written). Lower the learning rate (now {lr_value:.4g}) or use "
+                                f"--mixed-precision no.")
+                        accelerator.backward(out["loss"] / grad_accum)
+                    micro += 1
+                    images += views[0].shape[0] * world
+                    for k, v in parts.items():
+                        epoch_sums[k] = epoch_sums.get(k, 0.0) + v
+                    n_epoch += 1
+                    if not sync:
+                        continue
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: no step, no schedule
+                        scheduler.step()
+                    step += 1
+                    unwrapped.after_optimizer_step(step / total_steps)
+                    lr_now = optimizer.param_groups[0]["lr"]
+                    speed = images / max(time.perf_counter() - t0, 1e-9)
+                    last = {**parts, "lr": lr_now}
+                    if bar is not None:
+                        bar.update(1)
+                        bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{lr_now:.3g}", img_s=f"{speed:.0f}")
+                    if step % log_every == 0 or step == total_steps:
+                        write_log({"step": step, "epoch": epoch + 1, **parts, "lr": lr_now, "images_per_s": speed})
+                    if _any_process(accelerator, stop.requested):
+                        checkpoint(micro)
+                        interrupted = True
+                        log(f"\nStopped at step {step}; checkpoint saved to {ckpt_path}. Continue with --resume.")
+                        break
+                    if step >= total_steps:
+                        break
+                if interrupted:
+                    break
+                if micro < sampler.num_batches:  # stopped by max_steps inside the epoch
+                    checkpoint(micro)
+                    break
+                epoch += 1
+                micro_done = 0
+                means = {f"epoch_{k}": v / max(n_epoch, 1) for k, v in epoch_sums.items()}
+                write_log({"step": step, "epoch": epoch, **means, "lr": optimizer.param_groups[0]["lr"]})
+                checkpoint(0)
+    finally:
+        if bar is not None:
+            bar.close()
+        if log_file is not None:
+            log_file.close()
+        if log_with:
+            accelerator.end_training()
+
+    result: dict[str, Any] = {"output": str(out_dir), "step": step, "epoch": epoch, "total_steps": total_steps,
+                              "interrupted": interrupted, "lr": lr_value, "global_batch": global_batch,
+                              "final": last, "checkpoint": str(ckpt_path)}
+    if interrupted:
+        return result
+    if accelerator.is_main_process:
+        from .export import save_encoder
+        metrics = {"final_loss": last.get("loss"), "steps": step, "epochs_done": epoch}
+        save_encoder(unwrapped.encoder, out_dir, recipe, metrics=metrics,
+                     extra={"train": {**run_info, "seed": seed, "mixed_precision": accelerator.mixed_precision}})
+        log(f"Exported the encoder to {out_dir / 'model.safetensors'} (+ config.json).")
+    accelerator.wait_for_everyone()
+    result["model"] = str(out_dir / "model.safetensors")
+    return result
+
+
+def _gather_objects(accelerator, obj: Any) -> list[Any]:
+    if accelerator.num_processes == 1:
+        return [obj]
+    from accelerate.utils import gather_object
+    return gather_object([obj])
+
+
+def _recipe_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> str:
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            sub = _recipe_diff(va, vb, f"{prefix}{key}.")
+            if sub:
+                diffs.append(sub)
+        elif va != vb:
+            diffs.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return "; ".join(diffs)
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="recipe name (see `ssl-zoo list`)")
+    parser.add_argument("--data", default=None, help="dataset folder (a digits recipe reads it as imagefolder)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="base lr, replaces the recipe's base_lr; still scaled by global batch / lr_batch_denom")
+    parser.add_argument("--output", default=None, help="run folder (default runs/RECIPE)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
+                        help="continue from OUTPUT/checkpoint.pt, or from PATH")
+    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    parser.add_argument("--log-with", default=None, help="Accelerate tracker: tensorboard, wandb, ... (or all)")
+    parser.add_argument("--log-every", type=int, default=10, help="log every N optimiser steps")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override, e.g. --set queue_size=4096 --set crop_scale=(0.2,1.0)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    try:
+        overrides = parse_overrides(args.overrides)
+        result = train(args.recipe, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                       output=args.output, resume=args.resume, mixed_precision=args.mixed_precision,
+                       grad_accum=args.grad_accum, seed=args.seed, num_workers=args.num_workers,
+                       max_steps=args.max_steps, log_with=args.log_with, overrides=overrides,
+                       log_every=args.log_every)
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 3 if result["interrupted"] else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ssl_zoo.train", description="Train an ssl_zoo recipe.")
+    configure_parser(parser)
+    return run_cli(parser.parse_args(argv))
+
+
+__all__ = ["train", "resolve_recipe", "parse_overrides", "scaled_lr", "build_param_groups", "build_optimizer",
+           "build_scheduler", "WarmupCosine", "EpochShardSampler", "NonFiniteLossError", "configure_parser",
+           "run_cli", "main"]
+
+if __name__ == "__main__":
+    sys.exit(main())
