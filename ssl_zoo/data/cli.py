@@ -1,0 +1,63 @@
+"""``ssl-zoo datasets``: every dataset name with the layout it expects; inspect or check a local copy."""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", nargs="?", help="a dataset name: show its layout (and, with --data, its contents)")
+    parser.add_argument("--data", metavar="DIR", help="the dataset's root folder: load it and print a summary")
+    parser.add_argument("--split", default=None, help="split to load with --data (default: every split)")
+    parser.add_argument("--check", action="store_true", help="with --data: decode every image, list unreadable ones")
+
+
+def _print_listing() -> None:
+    from .registry import get_dataset_info, list_datasets
+
+    for name in list_datasets():
+        info = get_dataset_info(name)
+        print(f"{name}  [splits: {', '.join(info.splits)}]  {info.description}")
+        print(textwrap.indent(info.layout.strip("\n"), "    "))
+        print()
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from .base import DatasetLayoutError
+    from .registry import create_dataset, get_dataset_info
+
+    if args.name is None:
+        if args.data or args.check:
+            print("Name the dataset: ssl-zoo datasets NAME --data DIR", file=sys.stderr)
+            return 2
+        _print_listing()
+        return 0
+    try:
+        info = get_dataset_info(args.name)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    print(f"{info.name}: {info.description}\nsplits: {', '.join(info.splits)}\nlayout under root:")
+    print(textwrap.indent(info.layout.strip("\n"), "    "))
+    if args.data is None and info.name != "digits":
+        return 0
+    splits = [args.split] if args.split else list(info.splits)
+    status = 0
+    for split in splits:
+        try:
+            ds = create_dataset(info.name, args.data, split=split)
+        except (DatasetLayoutError, ValueError, KeyError) as exc:
+            print(f"\n[{split}] {exc}", file=sys.stderr)
+            status = 1
+            continue
+        labelled = sum(t >= 0 for t in ds.targets)
+        print(f"\n[{split}] {len(ds)} images ({labelled} labelled), {len(ds.classes)} classes: "
+              f"{', '.join(ds.classes[:5])}{' ...' if len(ds.classes) > 5 else ''}")
+        if args.check:
+            bad = ds.find_unreadable(progress=sys.stderr.isatty())
+            for path, err in bad:
+                print(f"  unreadable: {path}: {err}")
+            print(f"  {len(bad)} unreadable of {len(ds)}")
+            status = status or (1 if bad else 0)
+    return status

@@ -1,0 +1,56 @@
+"""``gtsrb``: German Traffic Sign Recognition Benchmark (43 classes), torchvision's GTSRB layout."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .base import FileImageDataset, check_classes_nonempty, find_base_folder, layout_error, require_dir, require_files
+from .registry import register_dataset
+
+LAYOUT = """
+root/                                 (the gtsrb folder itself, or its parent)
+  gtsrb/
+    GTSRB/Training/00000/*.ppm ... 00042/   one folder per class (GTSRB_Final_Training_Images.zip)
+    GTSRB/Final_Test/Images/*.ppm           (GTSRB_Final_Test_Images.zip)
+    GT-final_test.csv                       "Filename;...;ClassId" (GTSRB_Final_Test_GT.zip)
+"""
+NUM_CLASSES = 43
+CLASSES = [f"{i:05d}" for i in range(NUM_CLASSES)]
+
+
+def build_gtsrb(root: Path | None, split: str, **kwargs: Any) -> FileImageDataset:
+    if kwargs:
+        raise TypeError(f"gtsrb takes no extra arguments, got {sorted(kwargs)}")
+    from torchvision.datasets import GTSRB
+
+    root = require_dir("gtsrb", root, LAYOUT)
+    base = find_base_folder(root, "gtsrb")
+    if base is None:
+        raise layout_error("gtsrb", root, "no gtsrb/ folder.", LAYOUT)
+    if split == "train":
+        require_files("gtsrb", root, [base / "GTSRB" / "Training"], LAYOUT, "folder")
+        folders = sorted(p.name for p in (base / "GTSRB" / "Training").iterdir() if p.is_dir())
+        if folders != CLASSES:
+            absent = sorted(set(CLASSES) - set(folders))
+            extra = sorted(set(folders) - set(CLASSES))
+            raise layout_error("gtsrb", root, f"GTSRB/Training must hold the 43 class folders 00000..00042; "
+                               f"missing {absent[:10]}, unexpected {extra[:10]}.", LAYOUT)
+    else:
+        require_files("gtsrb", root, [base / "GTSRB" / "Final_Test" / "Images", base / "GT-final_test.csv"], LAYOUT)
+    try:
+        tv = GTSRB(str(base.parent), split=split, download=False)
+    except (RuntimeError, KeyError, ValueError, FileNotFoundError) as exc:
+        raise layout_error("gtsrb", root, f"torchvision could not read it: {exc}", LAYOUT) from exc
+    # torchvision keeps (path, label) pairs in `_samples`; with all 43 folders present the train
+    # labels (sorted folder index) equal the folder number.
+    paths = [p for p, _ in tv._samples]
+    targets = [int(t) for _, t in tv._samples]
+    if any(not 0 <= t < NUM_CLASSES for t in targets):
+        raise layout_error("gtsrb", root, "GT-final_test.csv has ClassId outside 0..42.", LAYOUT)
+    require_files("gtsrb", root, paths, LAYOUT, "image")
+    check_classes_nonempty("gtsrb", root, CLASSES, targets, LAYOUT, split)
+    return FileImageDataset(paths, targets, CLASSES, name="gtsrb", root=root, split=split)
+
+
+register_dataset("gtsrb", build_gtsrb, LAYOUT, ("train", "test"),
+                 "GTSRB traffic signs, 43 classes, 39,209 train / 12,630 test")

@@ -1,0 +1,39 @@
+"""The training DataLoader: decoding and augmentation in worker processes, pinned memory on CUDA."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+def seed_worker(worker_id: int) -> None:
+    """Give numpy and ``random`` in each worker the per-worker seed torch already chose."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_train_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle: bool = True,
+                       drop_last: bool = True, seed: int = 0, pin_memory: bool | None = None,
+                       prefetch_factor: int | None = None) -> DataLoader:
+    """DataLoader for training: seeded shuffling, persistent workers when ``num_workers > 0`` (no
+    re-fork and re-read of the file lists every epoch) and pinned memory when CUDA is available."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    if drop_last and len(dataset) < batch_size:  # type: ignore[arg-type]
+        raise ValueError(f"The dataset has {len(dataset)} images, fewer than one batch of {batch_size} "  # type: ignore[arg-type]
+                         "(drop_last=True would give no batch at all); lower the batch size.")
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    kwargs = {}
+    if num_workers > 0:
+        kwargs.update(persistent_workers=True, worker_init_fn=seed_worker)
+        if prefetch_factor is not None:
+            kwargs["prefetch_factor"] = prefetch_factor
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers,
+                      pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+                      generator=generator, **kwargs)
