@@ -1,0 +1,584 @@
+"""Pretrained weights: resolve (file > Hub > URL), verify, load strictly; publish to the Hub with a model card.
+
+Loading follows timm's priority: an explicit ``checkpoint`` (file or folder), then the recipe's
+``weights.file``, ``weights.hf_hub_id`` (``hf_hub_download``: cache, revision, ``HF_HUB_OFFLINE``),
+``weights.url``. Weights always end in a strict ``load_state_dict``: a checkpoint for another
+architecture fails with the missing / unexpected / shape-mismatched keys listed.
+
+The Hub endpoint, offline flag and cache are read from ``huggingface_hub.constants`` at call
+time (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE``), so patching those constants or
+passing ``endpoint=`` works after import.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+from urllib.parse import urlsplit
+
+import torch
+from torch import nn
+
+from .checkpoint import CHECKPOINT_NAME
+from .export import CONFIG_NAME, WEIGHTS_NAME, read_encoder_config, save_encoder
+from .recipe import Recipe
+
+_logger = logging.getLogger(__name__)
+
+# Files of the full training state (both encoders, heads, queue, decoder, optimiser, RNG: the
+# trainer's `checkpoint.pt`) and its step log, which `push_to_hub(..., include_training_state=True)`
+# publishes under `training_state/`. Globs matched against file names directly in the run folder.
+TRAINING_STATE_PATTERNS: tuple[str, ...] = (CHECKPOINT_NAME, "log.jsonl")
+TRAINING_STATE_DIR = "training_state"
+CARD_NAME = "README.md"
+_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+
+
+# -- errors -------------------------------------------------------------------
+
+class WeightsError(RuntimeError):
+    """Base class of every pretrained-weights error ssl_zoo raises."""
+
+
+class WeightsNotPublishedError(WeightsError):
+    """The recipe has no weight location (no file, Hub repo or URL)."""
+
+
+class WeightsNotFoundError(WeightsError):
+    """The named file, folder, Hub repo, revision or file in the repo does not exist."""
+
+
+class WeightsOfflineError(WeightsError):
+    """Offline (or the Hub is unreachable) and the file is not in the local cache."""
+
+
+class ChecksumMismatchError(WeightsError):
+    """The file's sha256 differs from the one the recipe records."""
+
+
+class CorruptWeightsError(WeightsError):
+    """The file is truncated or not a readable safetensors / state-dict file."""
+
+
+class ArchitectureMismatchError(WeightsError):
+    """The weights belong to another architecture: missing / unexpected / shape-mismatched keys."""
+
+
+# -- small pure helpers ---------------------------------------------------------
+
+def parse_repo_spec(spec: str) -> tuple[str, str | None]:
+    """``"org/repo@rev"`` -> ``("org/repo", "rev")``; the revision is optional."""
+    repo_id, _, revision = spec.partition("@")
+    if not _REPO_ID_RE.match(repo_id):
+        raise ValueError(f"Invalid Hub repo {spec!r}: expected 'org/name' or 'org/name@revision' "
+                         f"(e.g. 'hf-hub:ssl-zoo/moco_v2_r50_in1k@main').")
+    return repo_id, (revision or None)
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, expected: str, what: str = "weights") -> None:
+    """Raise ``ChecksumMismatchError`` unless the file's sha256 is ``expected``."""
+    actual = sha256_file(path)
+    if actual.lower() != expected.lower().strip():
+        raise ChecksumMismatchError(
+            f"Checksum mismatch for {what} at {path}: sha256 is {actual}, the recipe records {expected}. "
+            f"The file is corrupt or was replaced upstream. Delete it (or pass force_download) and download "
+            f"again; if the new upload is intended, update the recipe's weights.sha256.")
+
+
+def find_model_dir(path: str | os.PathLike) -> Path:
+    """The folder holding ``model.safetensors`` + ``config.json``: ``path`` itself or one subfolder."""
+    root = Path(path)
+    if not root.is_dir():
+        raise WeightsNotFoundError(f"{root} is not a folder. Pass a run or model folder holding "
+                                   f"{WEIGHTS_NAME} and {CONFIG_NAME}.")
+    if (root / WEIGHTS_NAME).is_file():
+        return root
+    found = sorted(p.parent for p in root.glob(f"*/{WEIGHTS_NAME}"))
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        raise WeightsError(f"{root} holds several exported encoders ({', '.join(str(p) for p in found)}); "
+                           f"pass the one you mean.")
+    raise WeightsNotFoundError(f"No {WEIGHTS_NAME} in {root} or its subfolders. Export the encoder first "
+                               f"(training does it at the end; see ssl_zoo.export.save_encoder), or import "
+                               f"an upstream checkpoint with `ssl-zoo convert`.")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` file, or of a PyTorch file loaded with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"Weights file {path} does not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types for every kind of damage
+            raise CorruptWeightsError(
+                f"{path} ({path.stat().st_size} bytes) is not a readable safetensors file ({exc}). It is "
+                f"probably truncated by an interrupted download or copy: delete it and download again "
+                f"(hf_hub_download(..., force_download=True) for Hub files).") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CorruptWeightsError(
+            f"Could not load {path} with torch.load(weights_only=True): {exc}. ssl_zoo never unpickles "
+            f"arbitrary objects; import upstream checkpoints with `ssl-zoo convert` (it writes safetensors).") from exc
+    for key in ("state_dict", "model", "module"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CorruptWeightsError(f"{path} does not hold a state dict of tensors; use `ssl-zoo convert` to "
+                                  f"import it.")
+    return dict(obj)
+
+
+def head_prefixes(model: nn.Module) -> list[str]:
+    """Module names of the classifier head (``["fc"]`` for ResNet); empty when there is none."""
+    get_classifier = getattr(model, "get_classifier", None)
+    head = get_classifier() if callable(get_classifier) else None
+    if head is None or isinstance(head, nn.Identity) or not list(head.parameters()):
+        return []
+    return [name for name, module in model.named_modules() if module is head and name]
+
+
+def _strip_to_model(state: Mapping[str, torch.Tensor], expected: list[str]) -> dict[str, torch.Tensor]:
+    """Strip a key prefix (``encoder.``, ``module.encoder_q.``...) when the weights sit under one,
+    as in a full training-state checkpoint; the state is returned unchanged otherwise."""
+    if not expected or any(k in state for k in expected):
+        return dict(state)
+    anchor = expected[0]
+    prefixes = sorted({k[: -len(anchor)] for k in state if k.endswith(anchor)})
+    covering = [p for p in prefixes if all(p + k in state for k in expected)]
+    preferred = [p for p in ("encoder.", "backbone.", "model.", "module.", "module.encoder_q.",
+                             "module.encoder.", "encoder_q.") if p in covering]
+    if preferred:
+        covering = preferred[:1]
+    if len(covering) != 1:
+        return dict(state)
+    prefix = covering[0]
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "weights") -> None:
+    """Load ``state`` into ``model``; only a freshly created classifier head may stay unfilled.
+
+    Raises ``ArchitectureMismatchError`` listing missing, unexpected and shape-mismatched keys.
+    """
+    heads = head_prefixes(model)
+    is_head = lambda k: any(k == h or k.startswith(h + ".") for h in heads)  # noqa: E731
+    own = model.state_dict()
+    expected = [k for k in own if not is_head(k)]
+    state = _strip_to_model(state, expected)
+    state = {k: v for k, v in state.items() if not is_head(k)}  # a new head is never loaded
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in expected if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
+
+        def show(keys: list[str]) -> str:
+            return ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "") if keys else "none"
+        raise ArchitectureMismatchError(
+            f"The weights from {source} do not fit {arch}: {len(missing)} missing keys ({show(missing)}); "
+            f"{len(unexpected)} unexpected keys ({show(unexpected)}); {len(mismatched)} shape mismatches "
+            f"({show(mismatched)}). They were made for another architecture or key layout: check the "
+            f"recipe's backbone, or import upstream checkpoints with `ssl-zoo convert`.")
+    model.load_state_dict(state, strict=False)
+
+
+# -- downloads ------------------------------------------------------------------
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_download(repo_id: str, filename: str, revision: str | None = None, *, endpoint: str | None = None,
+                 token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+                 force_download: bool = False) -> Path:
+    """``hf_hub_download`` with ssl_zoo's errors; returns the cached file's path."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+
+    where = f"{repo_id}@{revision or 'main'}"
+    host = endpoint or constants.ENDPOINT
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision, endpoint=endpoint, token=token,
+                                    cache_dir=cache_dir, force_download=force_download,
+                                    library_name="ssl_zoo"))
+    except RepositoryNotFoundError as exc:
+        raise WeightsNotFoundError(
+            f"Hub repo {repo_id!r} not found at {host} (or it is private and no valid token was sent: "
+            f"`hf auth login` or HF_TOKEN).") from exc
+    except RevisionNotFoundError as exc:
+        raise WeightsNotFoundError(f"Revision {revision!r} does not exist in Hub repo {repo_id!r} at {host}.") from exc
+    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
+        cache = cache_dir or constants.HF_HUB_CACHE
+        why = ("HF_HUB_OFFLINE is set" if _offline() else f"the Hub at {host} could not be reached")
+        raise WeightsOfflineError(
+            f"Cannot get {filename} of {where}: {why} and the file is not in the cache {cache}. Download it "
+            f"once with network access (the cache then serves it offline), or pass checkpoint='path/to/"
+            f"{filename}'.") from exc
+    except EntryNotFoundError as exc:
+        raise WeightsNotFoundError(f"Hub repo {where} at {host} has no file {filename!r}. An ssl_zoo model repo "
+                                   f"holds {WEIGHTS_NAME}, {CONFIG_NAME} and {CARD_NAME}.") from exc
+    except HfHubHTTPError as exc:
+        raise WeightsError(f"Downloading {filename} of {where} from {host} failed: {exc}") from exc
+
+
+def url_download(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Download ``url`` once into torch's checkpoint cache (``$TORCH_HOME/hub/checkpoints``)."""
+    name = os.path.basename(urlsplit(url).path) or hashlib.sha256(url.encode()).hexdigest()[:16]
+    folder = Path(cache_dir) if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
+    target = folder / name
+    if target.is_file():
+        return target
+    if _offline():
+        raise WeightsOfflineError(f"HF_HUB_OFFLINE is set and {url} is not cached at {target}. Download it "
+                                  f"with network access once, or pass checkpoint='path/to/{name}'.")
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        torch.hub.download_url_to_file(url, str(target), progress=False)  # writes a temp file, then renames
+    except Exception as exc:
+        raise WeightsError(f"Downloading {url} failed: {exc}") from exc
+    return target
+
+
+def resolve_weights(recipe: Recipe, checkpoint: str | os.PathLike | None = None, *,
+                    endpoint: str | None = None, token: str | bool | None = None,
+                    cache_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """The local weights file for a recipe and where it came from, in timm's priority:
+    explicit checkpoint > ``weights.file`` > ``weights.hf_hub_id`` > ``weights.url``."""
+    w = recipe.weights
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if path.is_dir():
+            return find_model_dir(path) / WEIGHTS_NAME, f"checkpoint {path}"
+        if not path.is_file():
+            raise WeightsNotFoundError(f"Checkpoint {path} does not exist (pass a .safetensors file or an "
+                                       f"exported model / run folder).")
+        return path, f"checkpoint {path}"
+    if w.file:
+        path = Path(w.file)
+        path = find_model_dir(path) / WEIGHTS_NAME if path.is_dir() else path
+        if not path.is_file():
+            raise WeightsNotFoundError(f"Recipe {recipe.name!r} points to weights file {w.file}, which does not "
+                                       f"exist.")
+        return path, f"file {path}"
+    if w.hf_hub_id:
+        repo_id, rev = parse_repo_spec(w.hf_hub_id)
+        revision = w.revision or rev
+        path = hub_download(repo_id, w.filename, revision, endpoint=endpoint, token=token, cache_dir=cache_dir)
+        return path, f"hf-hub:{repo_id}@{revision or 'main'}/{w.filename}"
+    if w.url:
+        return url_download(w.url), f"url {w.url}"
+    raise WeightsNotPublishedError(
+        f"No pretrained weights are published for recipe {recipe.name!r} yet (its weights have no file, "
+        f"hf_hub_id or url). Train them with `ssl-zoo train {recipe.name}` and load the run with "
+        f"create_model({recipe.name!r}, checkpoint='RUN_DIR'), or import an upstream release with "
+        f"`ssl-zoo convert SRC --source ... --out DIR` and pass checkpoint='DIR'.")
+
+
+# -- loading --------------------------------------------------------------------
+
+def load_pretrained(model: nn.Module, recipe: Recipe, checkpoint: str | os.PathLike | None = None, *,
+                    endpoint: str | None = None, token: str | bool | None = None,
+                    cache_dir: str | os.PathLike | None = None) -> None:
+    """Load a recipe's weights into ``model`` (file > Hub > URL), verifying ``weights.sha256``
+    when the recipe records one (not for an explicit ``checkpoint``: that is another file)."""
+    path, source = resolve_weights(recipe, checkpoint, endpoint=endpoint, token=token, cache_dir=cache_dir)
+    if checkpoint is None and recipe.weights.sha256:
+        verify_sha256(path, recipe.weights.sha256, what=f"recipe {recipe.name!r} weights ({source})")
+    load_state_dict_strict(model, read_state_dict(path), source=source)
+    _logger.info("Loaded %s weights from %s", recipe.name, source)
+
+
+def create_model_from_hub(repo_spec: str, pretrained: bool = True, num_classes: int = 0,
+                          checkpoint: str | os.PathLike | None = None, *, endpoint: str | None = None,
+                          token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
+                          **kwargs: Any) -> nn.Module:
+    """Build the timm model a Hub repo's ``config.json`` describes and (``pretrained``) load its
+    ``model.safetensors`` strictly. ``repo_spec`` is ``"org/repo"`` or ``"org/repo@revision"``;
+    extra ``kwargs`` go to ``timm.create_model`` on top of the config's ``model_args``."""
+    import timm
+
+    repo_id, revision = parse_repo_spec(repo_spec)
+    cfg_path = hub_download(repo_id, CONFIG_NAME, revision, endpoint=endpoint, token=token, cache_dir=cache_dir)
+    config = read_encoder_config(cfg_path)
+    if "architecture" not in config:
+        raise WeightsError(f"{CONFIG_NAME} of {repo_spec} has no 'architecture': not an ssl_zoo/timm model repo.")
+    model_args = {**dict(config.get("model_args") or {}), **kwargs}
+    model = timm.create_model(config["architecture"], pretrained=False, num_classes=num_classes, **model_args)
+    pretrained_cfg = {**dict(config.get("pretrained_cfg") or {}), "hf_hub_id": repo_spec, "source": "hf-hub",
+                      "num_classes": num_classes}
+    model.pretrained_cfg = model.default_cfg = pretrained_cfg
+    if checkpoint is not None:
+        path = find_model_dir(checkpoint) / WEIGHTS_NAME if Path(checkpoint).is_dir() else Path(checkpoint)
+        load_state_dict_strict(model, read_state_dict(path), source=f"checkpoint {path}")
+    elif pretrained:
+        # Pin the weights to the commit the config came from, so a concurrent push cannot mix them.
+        commit = cfg_path.parent.name if _COMMIT_RE.match(cfg_path.parent.name) else revision
+        path = hub_download(repo_id, WEIGHTS_NAME, commit, endpoint=endpoint, token=token, cache_dir=cache_dir)
+        load_state_dict_strict(model, read_state_dict(path), source=f"hf-hub:{repo_spec}")
+    return model
+
+
+# -- model card -----------------------------------------------------------------
+
+# Citations of the methods' papers (the synth paper's authors are not in our copy of the text).
+CITATIONS: dict[str, str] = {
+    "moco_v2": ("@article{chen2020mocov2,\n  title={Improved Baselines with Momentum Contrastive Learning},\n"
+                "  author={Chen, Xinlei and Fan, Haoqi and Girshick, Ross and He, Kaiming},\n"
+                "  journal={arXiv preprint arXiv:2003.04297},\n  year={2020}\n}"),
+    "simsiam": ("@inproceedings{chen2021simsiam,\n  title={Exploring Simple Siamese Representation Learning},\n"
+                "  author={Chen, Xinlei and He, Kaiming},\n  booktitle={CVPR},\n  year={2021}\n}"),
+    "leoclr": ("@misc{alkhalefi_leoclr,\n  title={LeOCLR: Leveraging Original Images for Contrastive Learning "
+               "of Visual Representations},\n  author={Alkhalefi, Mohammad and Leontidis, Georgios and Zhong, "
+               "Mingjun}\n}"),
+    "synth": ("@misc{synth_fgvr_ssl,\n  title={On Learning Discriminative Features from Synthesized Data for "
+              "Self-Supervised Fine-Grained Visual Recognition}\n}"),
+}
+
+
+def _metric_items(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Measured metrics of a config as ``{name, value, dataset, split, task}``; non-numbers are skipped.
+
+    A metric is ``name: number`` or ``name: {value, dataset?, split?, task?}``.
+    """
+    info = config.get("ssl_zoo") or {}
+    default_dataset = info.get("eval_dataset") or info.get("dataset") or "unknown"
+    out = []
+    for name, raw in (info.get("metrics") or {}).items():
+        spec = dict(raw) if isinstance(raw, Mapping) else {"value": raw}
+        value = spec.get("value")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        lowered = name.lower()
+        task = spec.get("task") or ("image-classification" if any(t in lowered for t in ("knn", "linear", "acc", "top"))
+                                    else "image-feature-extraction")
+        out.append({"name": name, "value": value, "dataset": spec.get("dataset") or default_dataset,
+                    "split": spec.get("split"), "task": task})
+    return out
+
+
+def build_model_card(config: Mapping[str, Any], repo_id: str):
+    """A ``huggingface_hub.ModelCard`` for an exported encoder's ``config.json``."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    from . import __version__
+
+    info = dict(config.get("ssl_zoo") or {})
+    recipe_cfg = dict(info.get("recipe_config") or {})
+    weights_cfg = dict(recipe_cfg.get("weights") or {})
+    pcfg = dict(config.get("pretrained_cfg") or {})
+    method = info.get("method") or (info.get("imported") or {}).get("method") or "unknown"
+    dataset = info.get("dataset")
+    arch = config["architecture"]
+    name = repo_id.split("/")[-1]
+    metrics = _metric_items(config)
+    eval_results = [EvalResult(task_type=m["task"], dataset_type=m["dataset"], dataset_name=m["dataset"],
+                               dataset_split=m["split"], metric_type=m["name"], metric_name=m["name"],
+                               metric_value=m["value"]) for m in metrics] or None
+    license_id = weights_cfg.get("license") or pcfg.get("license") or "apache-2.0"
+    card_data = ModelCardData(
+        library_name="timm",  # timm's hf-hub: loader reads this layout; ssl_zoo reads it too
+        license=license_id, tags=["image-feature-extraction", "self-supervised", "ssl_zoo", method, arch],
+        datasets=[dataset] if dataset else None, pipeline_tag="image-feature-extraction",
+        model_name=name, eval_results=eval_results)
+    lines = [f"# {name}", ""]
+    description = recipe_cfg.get("description")
+    if description:
+        lines += [description, ""]
+    trained = (f"trained on `{dataset}` for {info['epochs']} epochs" if dataset and info.get("epochs")
+               else f"trained on `{dataset}`" if dataset else "")
+    lines += [f"A self-supervised **{method}** encoder (`{arch}`) {trained} with ssl_zoo "
+              f"{info.get('version', __version__)}" + (f" (recipe `{info['recipe']}`)." if info.get("recipe") else "."),
+              f"It outputs pooled {config.get('num_features', '?')}-d features (no classifier head).", ""]
+    imported = info.get("imported")
+    if imported:
+        lines += [f"Imported from an upstream `{imported.get('source')}` checkpoint "
+                  f"(`{imported.get('file')}`, sha256 `{imported.get('sha256')}`) with `ssl-zoo convert`.", ""]
+    size = pcfg.get("input_size")
+    lines += ["## Usage", "", "```python", "import ssl_zoo", "",
+              f'model = ssl_zoo.create_model("hf-hub:{repo_id}", pretrained=True).eval()',
+              f"features = model(images)  # (B, 3, H, W) -> (B, {config.get('num_features', 'D')})", "```", "",
+              "The same weights in timm:", "", "```python", "import timm", "",
+              f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()',
+              "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))",
+              "features = model(transform(image).unsqueeze(0))", "```", ""]
+    if size:
+        lines += [f"Preprocessing: input size {size}, mean {pcfg.get('mean')}, std {pcfg.get('std')}, "
+                  f"interpolation {pcfg.get('interpolation')}, crop_pct {pcfg.get('crop_pct')}.", ""]
+    if metrics:
+        lines += ["## Evaluation", "", "| metric | dataset | split | value |", "|---|---|---|---|"]
+        lines += [f"| {m['name']} | {m['dataset']} | {m['split'] or ''} | {m['value']} |" for m in metrics]
+        lines += [""]
+    lines += ["## Training", "",
+              "The full recipe (method arguments, augmentation, optimiser schedule) is in `config.json` under "
+              "`ssl_zoo.recipe_config`.", ""]
+    paper = weights_cfg.get("paper") or pcfg.get("paper")
+    citation = CITATIONS.get(method)
+    if citation or paper:
+        lines += ["## Citation", ""]
+        if paper:
+            lines += [f"Paper: {paper}", ""]
+        if citation:
+            lines += ["```bibtex", citation, "```", ""]
+    content = f"---\n{card_data.to_yaml()}\n---\n\n" + "\n".join(lines)
+    return ModelCard(content)
+
+
+# -- publishing -----------------------------------------------------------------
+
+def training_state_files(run_dir: str | os.PathLike, patterns: Iterable[str] = TRAINING_STATE_PATTERNS) -> list[Path]:
+    """Files directly in ``run_dir`` whose names match ``TRAINING_STATE_PATTERNS``."""
+    root = Path(run_dir)
+    return sorted(p for p in root.iterdir() if p.is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in patterns))
+
+
+def _check_exported(model_dir: Path) -> dict[str, Any]:
+    """Refuse to publish a folder whose weights do not load strictly into its config's architecture."""
+    import timm
+
+    config = read_encoder_config(model_dir)
+    if "architecture" not in config:
+        raise WeightsError(f"{model_dir / CONFIG_NAME} has no 'architecture'; re-export with ssl_zoo.export.save_encoder.")
+    model = timm.create_model(config["architecture"], pretrained=False, num_classes=0,
+                              **dict(config.get("model_args") or {}))
+    load_state_dict_strict(model, read_state_dict(model_dir / WEIGHTS_NAME), source=str(model_dir / WEIGHTS_NAME))
+    return config
+
+
+def _export_module(model: nn.Module, out_dir: Path) -> Path:
+    """Write an in-memory encoder in our format (recipe from its pretrained_cfg tag when registered)."""
+    from .recipe import get_recipe
+
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    recipe = None
+    if cfg.get("tag"):
+        try:
+            recipe = get_recipe(cfg["tag"])
+        except KeyError:
+            recipe = None
+    arch = cfg.get("architecture")
+    if recipe is None and not arch:
+        raise WeightsError("push_to_hub got a module without pretrained_cfg['architecture']; build it with "
+                           "ssl_zoo.create_model / timm.create_model, or pass an exported folder.")
+    if head_prefixes(model):
+        raise WeightsError("push_to_hub publishes encoders (num_classes=0); this module has a classifier head. "
+                           "Call model.reset_classifier(0) first.")
+    return save_encoder(model, out_dir, recipe=recipe, architecture=arch if recipe is None else None)
+
+
+def push_to_hub(run_dir_or_model: str | os.PathLike | nn.Module, repo_id: str, private: bool = False,
+                revision: str | None = None, token: str | None = None, endpoint: str | None = None,
+                commit_message: str | None = None, include_training_state: bool = False):
+    """Publish an exported encoder (a run / model folder, or an in-memory timm encoder) to a Hub repo.
+
+    Uploads ``model.safetensors``, ``config.json`` and a generated model card ``README.md`` in one
+    commit (and ``training_state/`` when asked); creates the repo (and branch ``revision``) if
+    needed. Re-pushing changed files makes a new commit; unchanged files are skipped by the Hub.
+    Returns ``huggingface_hub.CommitInfo``. The token is sent to the Hub only, never printed.
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    parse_repo_spec(repo_id)
+    if "@" in repo_id:
+        raise ValueError(f"Pass the revision as revision=..., not in the repo id {repo_id!r}.")
+    with tempfile.TemporaryDirectory(prefix="ssl_zoo_push_") as tmp:
+        if isinstance(run_dir_or_model, nn.Module):
+            run_dir = model_dir = _export_module(run_dir_or_model, Path(tmp))
+        else:
+            run_dir = Path(run_dir_or_model)
+            model_dir = find_model_dir(run_dir)
+        config = _check_exported(model_dir)
+        card = build_model_card(config, repo_id)
+        operations = [
+            CommitOperationAdd(WEIGHTS_NAME, str(model_dir / WEIGHTS_NAME)),
+            CommitOperationAdd(CONFIG_NAME, str(model_dir / CONFIG_NAME)),
+            CommitOperationAdd(CARD_NAME, str(card).encode()),
+        ]
+        if include_training_state:
+            state_files = training_state_files(run_dir)
+            if not state_files:
+                raise WeightsNotFoundError(
+                    f"include_training_state=True but {run_dir} has no training-state file (looked for "
+                    f"{', '.join(TRAINING_STATE_PATTERNS)}).")
+            operations += [CommitOperationAdd(f"{TRAINING_STATE_DIR}/{p.name}", str(p)) for p in state_files]
+        api = HfApi(endpoint=endpoint, token=token, library_name="ssl_zoo")
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        message = commit_message or (f"Upload {config.get('ssl_zoo', {}).get('recipe') or config['architecture']} "
+                                     f"encoder with ssl_zoo")
+        return api.create_commit(repo_id, operations=operations, commit_message=message, revision=revision)
+
+
+def configure_push_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run or model folder holding model.safetensors + config.json")
+    parser.add_argument("--repo", required=True, help="Hub repo id, org/name")
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
+    parser.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
+    parser.add_argument("--message", default=None, help="commit message")
+    parser.add_argument("--include-training-state", action="store_true",
+                        help=f"also upload the run's full training state under {TRAINING_STATE_DIR}/")
+
+
+def _scrub(text: str, token: str | None) -> str:
+    return text.replace(token, "***") if token else text
+
+
+def run_push(args: argparse.Namespace) -> int:
+    """``ssl-zoo push``: the token comes from HF_TOKEN or `hf auth login`, never from the command line."""
+    from huggingface_hub import get_token
+
+    token = get_token()
+    try:
+        info = push_to_hub(args.run_dir, args.repo, private=args.private, revision=args.revision,
+                           endpoint=args.endpoint, commit_message=args.message,
+                           include_training_state=args.include_training_state)
+    except (WeightsError, ValueError, OSError) as exc:
+        print(f"ssl-zoo push: {_scrub(str(exc), token)}", file=sys.stderr)
+        return 1
+    weights = find_model_dir(args.run_dir) / WEIGHTS_NAME
+    print(f"Pushed {args.run_dir} to {args.repo}: {info.commit_url}")
+    print(f"commit {info.oid}")
+    print(f"{WEIGHTS_NAME} sha256 {sha256_file(weights)}")
+    print(f"recipe weights: WeightsCfg(hf_hub_id={args.repo!r}, revision={info.oid!r}, "
+          f"sha256={sha256_file(weights)!r})")
+    return 0
+
+
+__all__ = [
+    "WeightsError", "WeightsNotPublishedError", "WeightsNotFoundError", "WeightsOfflineError",
+    "ChecksumMismatchError", "CorruptWeightsError", "ArchitectureMismatchError", "TRAINING_STATE_PATTERNS",
+    "parse_repo_spec", "sha256_file", "verify_sha256", "find_model_dir", "read_state_dict", "head_prefixes",
+    "load_state_dict_strict", "hub_download", "url_download", "resolve_weights", "load_pretrained",
+    "create_model_from_hub", "build_model_card", "training_state_files", "push_to_hub",
+    "configure_push_parser", "run_push",
+]
