@@ -61,6 +61,7 @@ def save_encoder(encoder: nn.Module, out_dir: str | os.PathLike, recipe: Recipe 
     pretrained_cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in pretrained_cfg.items()
                       if k not in ("hf_hub_id", "file", "url")}  # the location is where it is now
     pretrained_cfg["num_classes"] = 0
+    pretrained_cfg = timm_pretrained_cfg(pretrained_cfg, architecture)
     ssl_info: dict[str, Any] = {"version": __version__, "metrics": dict(metrics or {})}
     if recipe is not None:
         ssl_info.update(recipe=recipe.name, method=recipe.method, dataset=recipe.dataset,
@@ -82,6 +83,30 @@ def save_encoder(encoder: nn.Module, out_dir: str | os.PathLike, recipe: Recipe 
     return out
 
 
+def timm_pretrained_cfg(cfg: Mapping[str, Any], architecture: str) -> dict[str, Any]:
+    """Keep only fields timm's ``PretrainedCfg`` accepts (``timm.create_model("hf-hub:...")`` rejects
+    others), rename ``paper`` to ``paper_ids`` and add the architecture's ``classifier`` / ``first_conv``
+    so timm can swap the head (``num_classes=N``)."""
+    import dataclasses
+
+    from timm.models import get_pretrained_cfg
+    from timm.models._pretrained import PretrainedCfg
+
+    fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
+    out = dict(cfg)
+    if out.get("paper") and not out.get("paper_ids"):
+        out["paper_ids"] = out["paper"]
+    try:
+        default = get_pretrained_cfg(architecture)
+    except Exception:  # an architecture without a default cfg: nothing to add
+        default = None
+    for key in ("classifier", "first_conv", "pool_size"):
+        value = getattr(default, key, None) if default is not None else None
+        if value is not None and out.get(key) is None:
+            out[key] = list(value) if isinstance(value, tuple) else value
+    return {k: v for k, v in out.items() if k in fields and v is not None}
+
+
 def read_encoder_config(path: str | os.PathLike) -> dict[str, Any]:
     """The ``config.json`` of an exported encoder folder (or the file itself)."""
     p = Path(path)
@@ -93,4 +118,4 @@ def read_encoder_config(path: str | os.PathLike) -> dict[str, Any]:
         return json.load(fh)
 
 
-__all__ = ["save_encoder", "read_encoder_config", "atomic_write_bytes", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["save_encoder", "read_encoder_config", "timm_pretrained_cfg", "atomic_write_bytes", "WEIGHTS_NAME", "CONFIG_NAME"]
