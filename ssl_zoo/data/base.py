@@ -80,7 +80,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
             arr = arr * 255.0
         elif mode == "I" and arr.size and arr.max() > 255:
             arr = arr / 257.0  # 16-bit data stored in a 32-bit container (older Pillow PNG reader)
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8)).convert("RGB")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -99,7 +99,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise UnreadableImageError(
             f"Cannot read image {path}: {exc}. Replace or delete the file, or pass on_error='skip' "
-            f"(`--data-on-error skip`) to skip unreadable images; `ssl-zoo datasets NAME --data ROOT --check` "
+            f"to create_dataset to skip unreadable images (each skip is warned and counted); `ssl-zoo datasets NAME --data ROOT --check` "
             f"lists every unreadable file.") from exc
 
 
@@ -221,7 +221,7 @@ class ArrayImageDataset(LabelledImageDataset):
         self.images = images
 
     def _load(self, index: int) -> Image.Image:
-        return Image.fromarray(self.images[index], mode="RGB")
+        return Image.fromarray(self.images[index])
 
     def _describe(self, index: int) -> str:
         return f"{self.name}[{index}]"
