@@ -1,0 +1,175 @@
+"""``ssl-zoo pretrain-decoder RECIPE``: pre-train the synth decoder with the encoder frozen.
+
+Paper, Appendix B.2: before encoder training the decoder is trained on the target data with the
+encoder's parameters fixed, MSE reconstruction loss, Adam, batch 128, 200 epochs, images only
+resized. This module contributes only a tiny ``SSLMethod`` (frozen encoder + decoder, one "plain"
+view) and the recipe changes (Adam, constant lr); the one training loop ``ssl_zoo.train.train``
+does the rest (checkpoints, ``--resume``, multi-process). At the end the decoder is exported as
+``OUTPUT/decoder.safetensors``, which a synth run loads with ``--set decoder_weights=...``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .methods.base import SSLMethod
+from .methods.synth import DEFAULT_DECODER_CHANNELS, FeatureDecoder
+from .recipe import Recipe
+
+DECODER_FILE = "decoder.safetensors"
+DEFAULT_EPOCHS = 200  # paper
+ADAM_LR = 1e-3  # the paper's value is not legible; Adam's usual default
+
+
+class DecoderPretraining(SSLMethod):
+    """L = MSE(D(f(x)), x) on the plain view, f frozen (no grad, BatchNorm kept in eval mode)."""
+
+    view_names = ("plain",)
+
+    def __init__(self, encoder: nn.Module, *, image_size: int,
+                 decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS) -> None:
+        super().__init__(encoder)
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
+        self.decoder = FeatureDecoder(self.num_features, image_size, decoder_channels)
+
+    def train(self, mode: bool = True) -> "DecoderPretraining":
+        super().train(mode)
+        self.encoder.eval()  # frozen means frozen: no BatchNorm running-statistics updates either
+        return self
+
+    def forward(self, views: Sequence[Tensor]) -> dict[str, Tensor]:
+        self.check_views(views)
+        (x,) = views
+        with torch.no_grad():
+            h = self.encoder(x)
+        loss = F.mse_loss(self.decoder(h).float(), x.float())
+        return {"loss": loss, "loss_rec": loss.detach()}
+
+    def parameter_groups(self) -> list[dict]:
+        return [{"name": "decoder", "params": list(self.decoder.parameters()), "fix_lr": False}]
+
+
+def pretraining_overrides(recipe: Recipe, epochs: int | None = None, lr: float = ADAM_LR) -> dict[str, Any]:
+    """Recipe changes for the decoder stage: its own name, Adam at a constant lr, no weight decay."""
+    if recipe.method != "synth":
+        raise ValueError(f"Recipe {recipe.name!r} uses method {recipe.method!r}; pretrain-decoder needs a synth "
+                         f"recipe (`ssl-zoo list '*synth*'`).")
+    from .recipes.synth import DECODER_PRETRAIN_EPOCHS
+
+    n_epochs = epochs if epochs is not None else DECODER_PRETRAIN_EPOCHS.get(recipe.name, DEFAULT_EPOCHS)
+    return {"name": f"{recipe.name}_decoder", "description": f"decoder pre-training for {recipe.name}",
+            "train": {"optimizer": "adam", "base_lr": lr, "lr_batch_denom": recipe.train.batch_size,
+                      "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0, "epochs": n_epochs}}
+
+
+def build_pretraining_method(recipe: Recipe) -> DecoderPretraining:
+    """The recipe's encoder (with its ``backbone.init``) frozen, and a fresh decoder shaped like synth's."""
+    from .factory import create_backbone
+    from .methods import method_parameters
+
+    channels = recipe.method_args.get("decoder_channels", method_parameters("synth")["decoder_channels"])
+    return DecoderPretraining(create_backbone(recipe), image_size=recipe.image_size, decoder_channels=channels)
+
+
+def save_decoder(decoder: nn.Module, path: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in decoder.state_dict().items()}, str(path))
+    return path
+
+
+def export_decoder_from_checkpoint(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``decoder.safetensors`` from a synth (or pre-training) run's ``checkpoint.pt``."""
+    from .checkpoint import load_checkpoint
+
+    state = load_checkpoint(run_dir)["model"]
+    dec = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
+    if not dec:
+        raise ValueError(f"The checkpoint in {run_dir} holds no decoder (keys 'decoder.*'): it is not a synth run.")
+    from safetensors.torch import save_file
+
+    path = Path(out) if out is not None else Path(run_dir) / DECODER_FILE
+    save_file({k: v.contiguous() for k, v in dec.items()}, str(path))
+    return path
+
+
+def pretrain_decoder(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int | None = None,
+                     batch_size: int | None = None, lr: float = ADAM_LR, output: str | Path | None = None,
+                     resume: bool | str | Path = False, max_steps: int | None = None,
+                     overrides: dict[str, Any] | None = None, **train_kwargs: Any) -> dict[str, Any]:
+    """Run the decoder stage through ``ssl_zoo.train.train``; returns its summary plus ``"decoder"``."""
+    from .train import resolve_recipe, train
+
+    recipe = resolve_recipe(recipe_or_name, batch_size=batch_size, overrides=overrides)
+    stage = recipe.with_overrides(**pretraining_overrides(recipe, epochs, lr))
+    out_dir = Path(output) if output is not None else Path("runs") / stage.name
+    # Same seed as train() uses, so a resumed run rebuilds the same initial decoder before loading.
+    torch.manual_seed(train_kwargs.get("seed", 0))
+    method = build_pretraining_method(stage)
+    result = train(stage, data=data, output=out_dir, resume=resume, max_steps=max_steps, method=method,
+                   **train_kwargs)
+    if not result["interrupted"]:
+        from .distributed import rank
+        if rank() == 0:
+            save_decoder(method.decoder, out_dir / DECODER_FILE)
+        result["decoder"] = str(out_dir / DECODER_FILE)
+    return result
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="a synth recipe, e.g. moco_v2_synth_r50_cub (its encoder init and decoder)")
+    parser.add_argument("--data", default=None, help="dataset folder")
+    parser.add_argument("--epochs", type=int, default=None, help=f"default: the recipe's ({DEFAULT_EPOCHS} in the paper)")
+    parser.add_argument("--batch-size", type=int, default=None, help="per-process batch (default: the recipe's)")
+    parser.add_argument("--lr", type=float, default=ADAM_LR, help="Adam learning rate at the recipe's batch size")
+    parser.add_argument("--output", default=None, help="run folder (default runs/RECIPE_decoder)")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
+                        help="continue from OUTPUT/checkpoint.pt, or from PATH")
+    parser.add_argument("--max-steps", type=int, default=None)
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override, e.g. --set init=None --set image_size=64")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from .train import NonFiniteLossError, parse_overrides
+
+    try:
+        result = pretrain_decoder(args.recipe, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+                                  lr=args.lr, output=args.output, resume=args.resume, max_steps=args.max_steps,
+                                  overrides=parse_overrides(args.overrides), num_workers=args.num_workers,
+                                  seed=args.seed)
+    except NonFiniteLossError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result["interrupted"]:
+        return 3
+    print(f"Decoder saved to {result['decoder']}. Use it with: ssl-zoo train {args.recipe} "
+          f"--set decoder_weights={result['decoder']}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ssl_zoo.decoder_pretrain", description=__doc__.splitlines()[0])
+    configure_parser(parser)
+    return run_cli(parser.parse_args(argv))
+
+
+__all__ = ["DecoderPretraining", "pretrain_decoder", "pretraining_overrides", "build_pretraining_method",
+           "save_decoder", "export_decoder_from_checkpoint", "configure_parser", "run_cli"]
+
+if __name__ == "__main__":
+    sys.exit(main())
