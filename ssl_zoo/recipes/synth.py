@@ -71,7 +71,7 @@ register_recipe(Recipe(
 # queue and momentum), random init (offline). delta is scaled with the feature size: a unit vector's
 # mean component is 1/sqrt(d), 0.022 for d = 2048 and 0.044 for ResNet-18's d = 512, so delta = 0.04
 # keeps the paper's threshold relative to the mean. bank = 8 global batches of 128.
-register_recipe(Recipe(
+_DIGITS_SYNTH = register_recipe(Recipe(
     name="moco_v2_synth_r18_digits", method="synth",
     method_args={**SYNTH_ARGS, "delta": 0.04, "bank_size": 1024, "base": "moco_v2",
                  "base_args": {**MOCO_ARGS, "queue_size": 1024, "momentum": 0.99},
@@ -81,3 +81,10 @@ register_recipe(Recipe(
     description="MoCo v2 + synthesized pairs demo on the embedded digits (32 px, CPU-friendly).",
 ))
 DECODER_PRETRAIN_EPOCHS["moco_v2_synth_r18_digits"] = 20
+
+# The paper's ablations on the demo (same everything, one noise criterion each; "random" = isotropic).
+for _variant in ("gradcam", "lowvar", "random"):
+    register_recipe(dataclasses.replace(
+        _DIGITS_SYNTH, name=f"moco_v2_synth_r18_digits_{_variant}",
+        method_args={**_DIGITS_SYNTH.method_args, "variant": _variant},
+        description=f"Ablation of moco_v2_synth_r18_digits: variant {_variant!r}."))
