@@ -1,0 +1,167 @@
+"""Train several recipes with the same budget and compare their frozen encoders.
+
+    python benchmarks/compare.py moco_v2_r18_digits simsiam_r18_digits leoclr_r18_digits \
+        --seed 0 --markdown docs/results/methods_digits.md
+
+Every recipe is trained with ``ssl_zoo.train.train`` under the same overrides (``--epochs``,
+``--batch-size``, ``--seed``; default: each recipe's own values), then its exported encoder is
+evaluated on the recipe's dataset with ``ssl_zoo.evaluation``: weighted k-NN (k = 20 and 200,
+cosine, exp(s / 0.07) votes) and a linear probe on cached features (multinomial logistic
+regression from scikit-learn on the l2-normalised frozen features of the train split; top-1 on
+the test split). Images use the recipe's ``"eval"`` view (Resize(size / 0.875) + CenterCrop).
+Writes JSON (``--json``, default: the Markdown path with ``.json``) and a Markdown table.
+``--reuse`` skips training for runs whose folder already holds a finished export.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+import ssl_zoo
+from ssl_zoo.data import create_dataset
+from ssl_zoo.evaluation import extract_features, knn_accuracy
+from ssl_zoo.recipe import get_recipe
+from ssl_zoo.transforms import build_view_transform
+
+TRAIN_SUMMARY = "compare_train.json"
+
+
+def machine_info() -> dict[str, Any]:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def train_run(name: str, run_dir: Path, *, epochs: int | None, batch_size: int | None, seed: int,
+              reuse: bool) -> dict[str, Any]:
+    """Train one recipe into ``run_dir`` (or reuse a finished run); returns timing and run facts."""
+    summary_path = run_dir / TRAIN_SUMMARY
+    if reuse and summary_path.is_file() and (run_dir / "model.safetensors").is_file():
+        summary = json.loads(summary_path.read_text())
+        wanted = {"epochs": epochs, "batch_size": batch_size, "seed": seed}
+        mismatch = {k: (summary["request"].get(k), v) for k, v in wanted.items() if summary["request"].get(k) != v}
+        if mismatch:
+            raise ValueError(f"--reuse: {run_dir} was trained with other settings {mismatch} (stored, asked). "
+                             f"Drop --reuse or use another --runs folder.")
+        return summary
+    from ssl_zoo.train import train
+
+    start = time.perf_counter()
+    result = train(name, epochs=epochs, batch_size=batch_size, seed=seed, output=run_dir, progress_bar=False)
+    wall = time.perf_counter() - start
+    if result.get("interrupted"):
+        raise RuntimeError(f"Training {name} was interrupted; resume it with `ssl-zoo train {name} --resume "
+                           f"--output {run_dir}` and rerun with --reuse.")
+    images = result["step"] * result["global_batch"]
+    summary = {"recipe": name, "request": {"epochs": epochs, "batch_size": batch_size, "seed": seed},
+               "epochs": result["epoch"], "steps": result["step"], "global_batch": result["global_batch"],
+               "lr": result["lr"], "final": result["final"], "train_wall_s": wall, "train_images": images,
+               # the whole train() call: data and model set-up, the loop, checkpoints and export
+               "images_per_s": images / wall}
+    summary_path.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def linear_probe_top1(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                      seed: int = 0) -> float:
+    """Multinomial logistic regression on l2-normalised frozen features; test top-1 in [0, 1]."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    norm = lambda x: torch.nn.functional.normalize(x.float(), dim=1).numpy()  # noqa: E731
+    scaler = StandardScaler().fit(norm(train_x))
+    clf = LogisticRegression(max_iter=2000, C=1.0, random_state=seed)
+    clf.fit(scaler.transform(norm(train_x)), train_y.numpy())
+    return float((clf.predict(scaler.transform(norm(test_x))) == test_y.numpy()).mean())
+
+
+def evaluate_encoder(encoder: torch.nn.Module, recipe_name: str, seed: int, data: str | None) -> dict[str, float]:
+    recipe = get_recipe(recipe_name)
+    transform = build_view_transform("eval", recipe.augment)
+    train_set = create_dataset(recipe.dataset, root=data, split="train", transform=transform)
+    test_set = create_dataset(recipe.dataset, root=data, split="test", transform=transform)
+    train_x, train_y = extract_features(encoder, train_set, batch_size=256)
+    test_x, test_y = extract_features(encoder, test_set, batch_size=256)
+    return {"knn20_top1": knn_accuracy(train_x, train_y, test_x, test_y, k=20),
+            "knn200_top1": knn_accuracy(train_x, train_y, test_x, test_y, k=200),
+            "linear_top1": linear_probe_top1(train_x, train_y, test_x, test_y, seed=seed),
+            "n_train": len(train_set), "n_test": len(test_set)}
+
+
+def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any], command: str) -> str:
+    lines = ["| method | recipe | epochs | k-NN k=20 top-1 | k-NN k=200 top-1 | linear top-1 | train wall time | "
+             "images/s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        wall = f"{r['train_wall_s'] / 60:.1f} min" if r.get("train_wall_s") is not None else "-"
+        ips = f"{r['images_per_s']:.1f}" if r.get("images_per_s") is not None else "-"
+        lines.append(f"| {r['method']} | `{r['recipe']}` | {r['epochs']} | {100 * r['knn20_top1']:.2f}% | "
+                     f"{100 * r['knn200_top1']:.2f}% | {100 * r['linear_top1']:.2f}% | {wall} | {ips} |")
+    lines += ["", f"Machine: `{machine['platform']}`, nproc {machine['nproc']}, torch {machine['torch']} "
+              f"({machine['torch_threads']} threads), Python {machine['python']}.", "",
+              "Command:", "", "```", command, "```", ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipes", nargs="+", help="recipe names (ssl-zoo list)")
+    p.add_argument("--epochs", type=int, default=None, help="same epochs for every recipe (default: recipe's)")
+    p.add_argument("--batch-size", type=int, default=None, help="same batch for every recipe (default: recipe's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="dataset root (not needed for the embedded digits)")
+    p.add_argument("--runs", default="runs/compare", help="folder for the training runs (one sub-folder each)")
+    p.add_argument("--markdown", required=True, help="where to write the Markdown table")
+    p.add_argument("--json", default=None, help="where to write the JSON (default: --markdown with .json)")
+    p.add_argument("--reuse", action="store_true", help="reuse finished runs in --runs instead of retraining")
+    p.add_argument("--random-init", action="store_true",
+                   help="add a row for the untrained (randomly initialised) encoder of the first recipe")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    for name in args.recipes:
+        get_recipe(name)  # unknown names fail before any training starts
+    runs = Path(args.runs)
+    rows: list[dict[str, Any]] = []
+    if args.random_init:
+        torch.manual_seed(args.seed)
+        encoder = ssl_zoo.create_model(args.recipes[0])
+        row = {"method": "random init", "recipe": args.recipes[0], "epochs": 0, "train_wall_s": None,
+               "images_per_s": None}
+        row.update(evaluate_encoder(encoder, args.recipes[0], args.seed, args.data))
+        rows.append(row)
+    for name in args.recipes:
+        summary = train_run(name, runs / name, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+                            reuse=args.reuse)
+        encoder = ssl_zoo.create_model(name, checkpoint=runs / name)
+        row = {"method": get_recipe(name).method, "recipe": name, **summary}
+        row.update(evaluate_encoder(encoder, name, args.seed, args.data))
+        rows.append(row)
+        print(f"{name}: k-NN@20 {100 * row['knn20_top1']:.2f}%  k-NN@200 {100 * row['knn200_top1']:.2f}%  "
+              f"linear {100 * row['linear_top1']:.2f}%  train {row['train_wall_s'] / 60:.1f} min", flush=True)
+    machine = machine_info()
+    command = "python benchmarks/compare.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
+                                                                                   else sys.argv[1:]))
+    md_path = Path(args.markdown)
+    json_path = Path(args.json) if args.json else md_path.with_suffix(".json")
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps({"command": command, "machine": machine, "rows": rows}, indent=2))
+    md_path.write_text(markdown_table(rows, machine, command))
+    print(f"Wrote {md_path} and {json_path}.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
