@@ -1,0 +1,237 @@
+"""Import upstream SSL checkpoints into ssl_zoo's format (``model.safetensors`` + ``config.json``).
+
+One filter function per source maps the upstream key layout to timm's ResNet layout and drops
+everything that is not the backbone (heads, momentum copies, queues), like timm's
+``checkpoint_filter_fn``. The result must fill every backbone key of
+``timm.create_model(arch, num_classes=0)`` exactly (only BatchNorm ``num_batches_tracked``
+counters may be absent), with no key left over.
+
+Sources:
+- ``moco``: official MoCo v1/v2 (``state_dict`` with ``module.encoder_q.*``; ``fc`` is the head)
+- ``simsiam``: official SimSiam (``module.encoder.*``; ``fc`` is the projector; ``module.predictor`` dropped)
+- ``lightly``: Lightning checkpoints of lightly models (``backbone.*``, either named torchvision
+  children or ``nn.Sequential(*resnet.children()[:-1])`` indices ``backbone.0`` ... ``backbone.7``)
+- ``solo``: solo-learn Lightning checkpoints (``backbone.*`` with torchvision names)
+- ``torchvision`` / ``timm``: plain ResNet state dicts (classifier dropped)
+
+Legacy pickles are read only with ``torch.load(weights_only=True)``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+StateDict = dict[str, torch.Tensor]
+
+
+class ConversionError(ValueError):
+    """The checkpoint does not match the chosen source layout or architecture."""
+
+
+# -- reading ---------------------------------------------------------------------
+
+def load_upstream(path: str | Path) -> dict[str, Any]:
+    """The checkpoint as a dict: safetensors, or a PyTorch pickle read with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path), device="cpu"))
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConversionError(
+            f"torch.load(weights_only=True) refused {path}: {exc}. ssl_zoo never unpickles arbitrary Python "
+            f"objects. If you trust the file, re-save just its tensors in a trusted environment, e.g. "
+            f"torch.save(torch.load(path, weights_only=False)['state_dict'], 'state_dict.pt'), and convert that.") from exc
+    if not isinstance(obj, Mapping):
+        raise ConversionError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or state dict.")
+    return dict(obj)
+
+
+def state_dict_of(checkpoint: Mapping[str, Any]) -> StateDict:
+    """The tensors of a checkpoint: its ``state_dict`` / ``model`` entry, or the dict itself."""
+    for key in ("state_dict", "model"):
+        if isinstance(checkpoint.get(key), Mapping):
+            checkpoint = checkpoint[key]
+            break
+    return {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+
+
+# -- filters: (upstream state dict, target timm model) -> timm backbone keys ----------
+
+def _take_prefix(state: StateDict, prefixes: tuple[str, ...], drop: tuple[str, ...] = ("fc.",)) -> StateDict:
+    """Keys under the first prefix present, with the prefix removed and head keys dropped."""
+    for prefix in prefixes:
+        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        if sub:
+            return {k: v for k, v in sub.items() if not k.startswith(drop)}
+    seen = sorted({k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("module.") else "") for k in state})
+    raise ConversionError(f"No keys under {' or '.join(repr(p) for p in prefixes)} in this checkpoint (its top-level "
+                          f"key groups: {', '.join(seen[:12])}). Is --source right?")
+
+
+def filter_moco(state: StateDict, model: nn.Module) -> StateDict:
+    """Official MoCo v1/v2: the query encoder; ``fc`` (linear or MLP head), ``encoder_k`` and queue dropped."""
+    return _take_prefix(state, ("module.encoder_q.", "encoder_q."))
+
+
+def filter_simsiam(state: StateDict, model: nn.Module) -> StateDict:
+    """Official SimSiam: the encoder; its ``fc`` (the projector) and the predictor dropped."""
+    return _take_prefix(state, ("module.encoder.", "encoder."))
+
+
+def filter_lightning_backbone(state: StateDict, model: nn.Module) -> StateDict:
+    """lightly / solo-learn: ``backbone.*``; ``backbone.<i>.`` (an ``nn.Sequential`` of the ResNet's
+    children) is renamed to the i-th child of the timm model (same order as torchvision's)."""
+    sub = _take_prefix(state, ("backbone.", "model.backbone."))
+    children = [name for name, _ in model.named_children()]
+    out = {}
+    for key, value in sub.items():
+        match = re.match(r"^(\d+)\.(.*)$", key)
+        if match:
+            index = int(match.group(1))
+            if index >= len(children):
+                raise ConversionError(f"Key backbone.{key} indexes child {index}, but {type(model).__name__} has "
+                                      f"{len(children)} children. Is --arch right?")
+            key = f"{children[index]}.{match.group(2)}"
+        out[key] = value
+    return {k: v for k, v in out.items() if not k.startswith("fc.")}
+
+
+def filter_classifier(state: StateDict, model: nn.Module) -> StateDict:
+    """torchvision / timm ResNet state dicts: the classifier (``fc``, or the arch's ``classifier``) dropped."""
+    heads = ["fc"]
+    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier")
+    if classifier:
+        heads += [classifier] if isinstance(classifier, str) else list(classifier)
+    return {k: v for k, v in state.items() if not any(k.startswith(h + ".") for h in heads)}
+
+
+FILTERS: dict[str, Callable[[StateDict, nn.Module], StateDict]] = {
+    "moco": filter_moco,
+    "simsiam": filter_simsiam,
+    "lightly": filter_lightning_backbone,
+    "solo": filter_lightning_backbone,
+    "torchvision": filter_classifier,
+    "timm": filter_classifier,
+}
+# Methods whose paper the model card cites when no recipe is given (MoCo v1 and v2 share a layout).
+SOURCE_METHODS: dict[str, str] = {"simsiam": "simsiam"}
+
+
+def check_complete(state: StateDict, model: nn.Module) -> StateDict:
+    """Every backbone key filled with the right shape, nothing left over; returns the full state.
+    Missing BatchNorm ``num_batches_tracked`` counters (not weights) are taken from the model."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        def show(keys: list[str]) -> str:
+            return (", ".join(keys[:8]) + (f", ... ({len(keys)})" if len(keys) > 8 else "")) if keys else "none"
+        arch = (getattr(model, "pretrained_cfg", None) or {}).get("architecture", type(model).__name__)
+        raise ConversionError(f"The filtered checkpoint does not fill {arch} exactly: missing {show(missing)}; "
+                              f"unexpected {show(unexpected)}; shape mismatches {show(shapes)}. Check --arch "
+                              f"(and --source).")
+    return {k: (state[k] if k in state else own[k]) for k in own}
+
+
+# -- the conversion ---------------------------------------------------------------
+
+def convert_checkpoint(src: str | Path, source: str, out_dir: str | Path, arch: str | None = None,
+                       recipe: str | None = None, method: str | None = None,
+                       model_args: Mapping[str, Any] | None = None) -> Path:
+    """Convert an upstream checkpoint into an ssl_zoo model folder; returns the folder.
+
+    The architecture comes from ``recipe`` (its backbone), ``arch``, the checkpoint's own ``arch``
+    entry (official MoCo / SimSiam) or defaults to ``resnet50``.
+    """
+    import timm
+
+    from .export import save_encoder
+    from .hub import sha256_file
+
+    if source not in FILTERS:
+        raise ValueError(f"Unknown source {source!r}; choose one of {', '.join(FILTERS)}.")
+    checkpoint = load_upstream(src)
+    rec = None
+    if recipe is not None:
+        from .recipe import get_recipe
+
+        rec = get_recipe(recipe)
+        if arch is not None and arch != rec.backbone.arch:
+            raise ValueError(f"--arch {arch} contradicts recipe {recipe!r}, whose backbone is {rec.backbone.arch}.")
+        arch, model_args = rec.backbone.arch, dict(rec.backbone.model_args) if model_args is None else model_args
+    stored_arch = checkpoint.get("arch") if isinstance(checkpoint.get("arch"), str) else None
+    arch = arch or stored_arch or "resnet50"
+    model = timm.create_model(arch, pretrained=False, num_classes=0, **dict(model_args or {}))
+    state = check_complete(FILTERS[source](state_dict_of(checkpoint), model), model)
+    model.load_state_dict(state, strict=True)
+    if rec is None:
+        model.pretrained_cfg = _imported_pretrained_cfg(model, arch, source)
+    extra: dict[str, Any] = {"imported": {"source": source, "file": Path(src).name, "sha256": sha256_file(src),
+                                          "arch": arch, "epoch": checkpoint.get("epoch")
+                                          if isinstance(checkpoint.get("epoch"), int) else None}}
+    method = method or (rec.method if rec is not None else SOURCE_METHODS.get(source))
+    if method and rec is None:
+        extra["method"] = method
+    return save_encoder(model, out_dir, recipe=rec, extra=extra, architecture=arch,
+                        model_args=dict(model_args or {}))
+
+
+def _imported_pretrained_cfg(model: nn.Module, arch: str, source: str) -> dict[str, Any]:
+    """Preprocessing of the upstream release; the other timm fields describe timm's own weights, not these."""
+    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
+    keep = {k: cfg[k] for k in ("input_size", "crop_pct", "mean", "std", "first_conv", "classifier", "pool_size",
+                                "interpolation") if k in cfg}
+    if source != "timm":
+        keep["interpolation"] = "bilinear"  # torchvision-style evaluation (Resize + CenterCrop) upstream
+        keep["input_size"], keep["crop_pct"] = (3, 224, 224), 0.875
+    return {**keep, "architecture": arch, "tag": f"imported-{source}"}
+
+
+# -- CLI ------------------------------------------------------------------------
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", metavar="SRC", help="upstream checkpoint (.pth/.pth.tar/.ckpt/.pt/.safetensors)")
+    parser.add_argument("--source", required=True, choices=sorted(FILTERS), help="upstream key layout")
+    parser.add_argument("--arch", default=None, help="timm architecture (default: the checkpoint's 'arch' or resnet50)")
+    parser.add_argument("--recipe", default=None, help="ssl_zoo recipe the weights correspond to (sets arch, method, "
+                        "dataset in config.json)")
+    parser.add_argument("--model-args", default=None, type=json.loads, metavar="JSON",
+                        help='extra timm.create_model arguments as JSON, e.g. \'{"layers": [1, 1, 1, 1]}\'')
+    parser.add_argument("--method", default=None, help="method name recorded in config.json when no --recipe")
+    parser.add_argument("--out", required=True, help="output folder (model.safetensors + config.json)")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    try:
+        out = convert_checkpoint(args.src, args.source, args.out, arch=args.arch, recipe=args.recipe,
+                                 method=args.method, model_args=args.model_args)
+    except (ConversionError, ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"ssl-zoo convert: {exc}", file=sys.stderr)
+        return 1
+    from .export import read_encoder_config
+
+    cfg = read_encoder_config(out)
+    print(f"Wrote {out}/model.safetensors ({cfg['architecture']}, {cfg['num_features']}-d features) and config.json.")
+    print(f"Load it with ssl_zoo.create_model('hf-hub:...') after `ssl-zoo push {out} --repo ORG/NAME`, "
+          f"or timm.create_model({cfg['architecture']!r}, pretrained=True, num_classes=0, "
+          f"pretrained_cfg_overlay=dict(file='{out}/model.safetensors')).")
+    return 0
+
+
+__all__ = ["ConversionError", "FILTERS", "load_upstream", "state_dict_of", "filter_moco", "filter_simsiam",
+           "filter_lightning_backbone", "filter_classifier", "check_complete", "convert_checkpoint",
+           "configure_parser", "run_cli"]
