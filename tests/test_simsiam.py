@@ -125,3 +125,22 @@ def test_wrong_number_of_views_is_a_clear_error():
 
 def test_is_registered_under_simsiam():
     assert isinstance(tiny_simsiam(), SimSiam)
+
+
+def test_common_loop_keeps_predictor_lr_constant():
+    from ssl_zoo.train import build_optimizer, build_param_groups, build_scheduler
+
+    model = tiny_simsiam()
+    recipe = model.recipe.with_overrides(warmup_epochs=0.0)
+    opt = build_optimizer(build_param_groups(model, 0.1, 5e-4), recipe)
+    sched = build_scheduler(opt, recipe, total_steps=10, steps_per_epoch=5)
+    pred_ids = {id(p) for p in model.predictor.parameters()}
+    for _ in range(6):
+        opt.step()
+        sched.step()
+    for g in opt.param_groups:
+        if {id(p) for p in g["params"]} <= pred_ids:
+            assert g["lr"] == pytest.approx(0.1)
+        else:
+            assert g["lr"] < 0.1  # cosine-decayed
+    assert any({id(p) for p in g["params"]} <= pred_ids for g in opt.param_groups)
