@@ -1,0 +1,107 @@
+"""Feature extraction: dataset order, eval mode, and 2 processes == 1 process (padding dropped)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import tempfile
+
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import PrepareForLaunch, patch_environment
+from torch.multiprocessing import start_processes
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from ssl_zoo.evaluation import extract_features, knn_accuracy, retrieval_metrics
+
+N_ITEMS = 11  # odd: with 2 processes and batch 2 Accelerate pads the last batches
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    # Accelerate's state is a process-wide singleton (inherited by forked workers): start and end clean.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _dataset() -> TensorDataset:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(N_ITEMS, 3, 8, 8, generator=g)
+    labels = torch.arange(N_ITEMS) % 3
+    return TensorDataset(images, labels)
+
+
+def _encoder() -> nn.Module:
+    torch.manual_seed(0)
+    # BatchNorm + Dropout make eval mode observable: train mode would change the output.
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def _reference() -> tuple[torch.Tensor, torch.Tensor]:
+    encoder = _encoder().eval()
+    images, labels = _dataset().tensors
+    with torch.no_grad():
+        return encoder(images), labels
+
+
+def test_extract_features_in_order_eval_mode_and_restores_mode():
+    encoder = _encoder().train()
+    features, labels = extract_features(encoder, _dataset(), batch_size=4)
+    ref_f, ref_l = _reference()
+    assert features.dtype == torch.float32 and features.device.type == "cpu"
+    torch.testing.assert_close(features, ref_f)
+    assert torch.equal(labels, ref_l)
+    assert encoder.training  # mode restored
+    assert all(p.grad is None for p in encoder.parameters())
+
+
+def test_extract_features_rejects_shuffling_loader_and_multiview_batches():
+    with pytest.raises(ValueError, match="shuffle"):
+        extract_features(_encoder(), DataLoader(_dataset(), shuffle=True))
+    multiview = [([torch.zeros(3, 8, 8), torch.zeros(3, 8, 8)], 0)]
+    with pytest.raises(ValueError, match="multi-view"):
+        extract_features(_encoder(), multiview, batch_size=1)
+
+
+def test_extract_features_with_single_process_accelerator():
+    features, labels = extract_features(_encoder(), _dataset(), batch_size=3, accelerator=Accelerator(cpu=True))
+    ref_f, ref_l = _reference()
+    torch.testing.assert_close(features, ref_f)
+    assert torch.equal(labels, ref_l)
+
+
+def _distributed_worker(out_path: str) -> None:
+    accelerator = Accelerator(cpu=True)
+    assert accelerator.num_processes == 2
+    features, labels = extract_features(_encoder(), _dataset(), batch_size=2, accelerator=accelerator)
+    if accelerator.is_main_process:
+        metrics = {"knn": knn_accuracy(features, labels, features, labels, k=3),
+                   **retrieval_metrics(features, labels)}
+        torch.save({"features": features, "labels": labels, "metrics": metrics}, out_path)
+    accelerator.wait_for_everyone()
+
+
+def _spawn_launcher(function, args=(), num_processes: int = 2) -> None:
+    """accelerate.debug_launcher with "spawn": forking after torch has run ops in this process
+    (earlier tests) can deadlock the children in OpenMP, so start fresh interpreters."""
+    with tempfile.NamedTemporaryFile() as rdv, patch_environment(
+            world_size=num_processes, master_addr="127.0.0.1", master_port="29500",
+            accelerate_mixed_precision="no", accelerate_debug_rdv_file=rdv.name, accelerate_use_cpu="yes",
+            gloo_socket_ifname="lo", omp_num_threads="1"):
+        start_processes(PrepareForLaunch(function, debug=True), args=args, nprocs=num_processes,
+                        start_method="spawn")
+
+
+def test_two_processes_match_one_process(tmp_path):
+    out = tmp_path / "dist.pt"
+    _reference()  # torch ops in the parent first: the launcher must not deadlock after them
+    _spawn_launcher(_distributed_worker, args=(str(out),), num_processes=2)
+    result = torch.load(out, weights_only=True)
+    ref_f, ref_l = _reference()
+    assert result["features"].shape == (N_ITEMS, ref_f.shape[1])  # padding dropped, no duplicates
+    torch.testing.assert_close(result["features"], ref_f)
+    assert torch.equal(result["labels"], ref_l)
+    expected = {"knn": knn_accuracy(ref_f, ref_l, ref_f, ref_l, k=3), **retrieval_metrics(ref_f, ref_l)}
+    assert result["metrics"] == pytest.approx(expected)

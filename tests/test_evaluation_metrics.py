@@ -1,0 +1,141 @@
+"""k-NN and retrieval metrics on hand-made cases with answers worked out by hand."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sklearn.metrics import average_precision_score
+
+from ssl_zoo.evaluation import knn_accuracy, knn_predict, queries_without_positive, retrieval_metrics, topk_accuracy
+
+E1, E2, E3 = torch.eye(3)
+
+
+def test_retrieval_ties_and_single_image_class():
+    # Items 0/1 are identical, as are 2/3; item 4 is the only member of class 2.
+    features = torch.stack([E1, E1, E2, E2, E3])
+    labels = torch.tensor([0, 1, 0, 1, 2])
+    # Query 0 ranks 1 (sim 1) then the sim-0 tie 2, 3, 4 in index order: relevant at rank 2 -> AP 1/2.
+    # Query 1 ranks 0, 2, 3, 4: relevant (class 1) at rank 3 -> AP 1/3. Queries 2, 3 mirror 0, 1.
+    # Query 4 has no relevant item: a miss, left out of mAP.
+    m = retrieval_metrics(features, labels)
+    assert m["rank1"] == 0.0
+    assert m["rank5"] == pytest.approx(4 / 5)
+    assert m["mAP"] == pytest.approx((1 / 2 + 1 / 3 + 1 / 2 + 1 / 3) / 4)
+    assert queries_without_positive(labels) == 1
+
+
+def test_retrieval_tie_goes_to_lower_index():
+    features = torch.stack([E1, E2, E2])
+    # Query 0 sees items 1 and 2 tied at similarity 0: item 1 (its class) ranks first, a hit.
+    # Queries 1 and 2 find each other (similarity 1) but differ in class: misses.
+    assert retrieval_metrics(features, torch.tensor([0, 0, 1]))["rank1"] == pytest.approx(1 / 3)
+    # Same features, item 1 now of another class: query 0 misses at rank 1, finds item 2 at rank 2.
+    m = retrieval_metrics(features, torch.tensor([0, 1, 0]))
+    # query 0: [1 miss, 2 hit] AP 1/2; query 1: [2 (sim 1) miss, 0 miss] no relevant; query 2: [1 miss, 0 hit] AP 1/2
+    assert m["rank1"] == 0.0
+    assert m["rank5"] == pytest.approx(2 / 3)
+    assert m["mAP"] == pytest.approx(1 / 2)
+
+
+def test_retrieval_perfect_clusters_and_scale_invariance():
+    features = torch.stack([E1, 2 * E1, E2 + 0.1 * E1, 5 * E2])
+    labels = torch.tensor([3, 3, 7, 7])
+    m = retrieval_metrics(features, labels)
+    assert m == {"rank1": 1.0, "rank5": 1.0, "mAP": 1.0}
+
+
+def test_retrieval_matches_sklearn_average_precision_and_is_chunk_invariant():
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(37, 8, generator=g)
+    labels = torch.randint(0, 5, (37,), generator=g)
+    normed = torch.nn.functional.normalize(features, dim=1)
+    sims = normed @ normed.T
+    aps, r1, r5 = [], 0, 0
+    for i in range(37):
+        others = [j for j in range(37) if j != i]
+        relevant = (labels[others] == labels[i]).numpy()
+        scores = sims[i, others].numpy()
+        order = scores.argsort()[::-1]
+        r1 += bool(relevant[order[0]])
+        r5 += bool(relevant[order[:5]].any())
+        if relevant.any():
+            aps.append(average_precision_score(relevant, scores))
+    full = retrieval_metrics(features, labels, chunk_size=1000)
+    assert full["rank1"] == pytest.approx(r1 / 37)
+    assert full["rank5"] == pytest.approx(r5 / 37)
+    assert full["mAP"] == pytest.approx(sum(aps) / len(aps), abs=1e-6)
+    for chunk in (1, 5, 36):
+        assert retrieval_metrics(features, labels, chunk_size=chunk) == pytest.approx(full)
+
+
+def test_retrieval_rejects_bad_input():
+    with pytest.raises(ValueError, match="at least one class with two"):
+        retrieval_metrics(torch.eye(3), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="one label per feature"):
+        retrieval_metrics(torch.eye(3), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="NaN"):
+        retrieval_metrics(torch.tensor([[float("nan")], [1.0]]), torch.tensor([0, 0]))
+
+
+def test_knn_similarity_weighting_and_temperature():
+    query = E1[None]
+    # One close neighbour of class 0, two farther ones of class 1.
+    train = torch.stack([E1 + 0.05 * E2, E1 + 0.9 * E2, E1 + 1.0 * E2])
+    labels = torch.tensor([0, 1, 1])
+    assert knn_predict(train, labels, query, k=3, temperature=0.07).tolist() == [0]
+    # A huge temperature makes the votes nearly equal: the majority wins.
+    assert knn_predict(train, labels, query, k=3, temperature=1e4).tolist() == [1]
+    # Vote weights exp(s/T), worked by hand for the first case.
+    s = torch.nn.functional.normalize(train, dim=1) @ E1
+    assert math.exp(s[0] / 0.07) > math.exp(s[1] / 0.07) + math.exp(s[2] / 0.07)
+
+
+def test_knn_ties():
+    train = torch.stack([E1, E1, E2])
+    labels = torch.tensor([1, 0, 0])
+    # k=1: the two identical neighbours tie; the lower training index (class 1) wins.
+    assert knn_predict(train, labels, E1[None], k=1).tolist() == [1]
+    # k=2: one vote each with equal weight; the tie goes to the lower class index.
+    assert knn_predict(train, labels, E1[None], k=2).tolist() == [0]
+    assert knn_accuracy(train, labels, E1[None].repeat(2, 1), torch.tensor([1, 0]), k=1) == 0.5
+
+
+def test_knn_chunked_equals_unchunked_and_k_capped():
+    g = torch.Generator().manual_seed(1)
+    train, test = torch.randn(60, 16, generator=g), torch.randn(23, 16, generator=g)
+    train_l, test_l = torch.randint(0, 4, (60,), generator=g), torch.randint(0, 4, (23,), generator=g)
+    full = knn_predict(train, train_l, test, k=20, chunk_size=1000)
+    for chunk in (1, 4, 22):
+        assert torch.equal(knn_predict(train, train_l, test, k=20, chunk_size=chunk), full)
+    acc = knn_accuracy(train, train_l, test, test_l, k=200)  # k larger than the bank: uses all 60
+    assert acc == knn_accuracy(train, train_l, test, test_l, k=60)
+    assert 0.0 <= acc <= 1.0
+
+
+def test_knn_separable_clusters_are_perfect():
+    g = torch.Generator().manual_seed(2)
+    centres = torch.randn(5, 32, generator=g) * 5
+    train_l, test_l = torch.arange(5).repeat(10), torch.arange(5).repeat(4)
+    train = centres[train_l] + 0.1 * torch.randn(50, 32, generator=g)
+    test = centres[test_l] + 0.1 * torch.randn(20, 32, generator=g)
+    assert knn_accuracy(train, train_l, test, test_l, k=20) == 1.0
+
+
+def test_knn_rejects_bad_input():
+    with pytest.raises(ValueError, match="num_classes"):
+        knn_accuracy(torch.eye(3), torch.tensor([0, 1, 2]), torch.eye(3), torch.tensor([0, 1, 2]), num_classes=2)
+    with pytest.raises(ValueError, match="test features must be"):
+        knn_accuracy(torch.eye(3), torch.tensor([0, 1, 2]), torch.ones(2, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="integer class"):
+        knn_accuracy(torch.eye(3), torch.tensor([0.0, 1.0, 2.0]), torch.eye(3), torch.tensor([0, 1, 2]))
+
+
+def test_topk_accuracy():
+    logits = torch.tensor([[3.0, 2.0, 1.0], [1.0, 1.0, 0.0], [0.0, 1.0, 2.0]])
+    labels = torch.tensor([1, 1, 2])
+    # Row 1 ties classes 0 and 1: the stable order ranks class 0 first, so top-1 misses it.
+    acc = topk_accuracy(logits, labels, ks=(1, 2, 5))
+    assert acc[1] == pytest.approx(1 / 3)
+    assert acc[2] == 1.0 and acc[5] == 1.0
