@@ -364,10 +364,16 @@ CITATIONS: dict[str, str] = {
 }
 
 
-def _metric_items(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+# Substrings that mark a metric as an evaluation of the features (model-index); other numbers in
+# config.json's metrics (final loss, step counts) are training statistics.
+EVAL_METRIC_HINTS = ("acc", "knn", "linear", "top1", "top5", "map", "recall", "precision", "f1", "nmi", "ari")
+
+
+def _metric_items(config: Mapping[str, Any], evaluation: bool = True) -> list[dict[str, Any]]:
     """Measured metrics of a config as ``{name, value, dataset, split, task}``; non-numbers are skipped.
 
-    A metric is ``name: number`` or ``name: {value, dataset?, split?, task?}``.
+    A metric is ``name: number`` or ``name: {value, dataset?, split?, task?}``. ``evaluation`` selects
+    the evaluation metrics (``EVAL_METRIC_HINTS`` or an explicit ``task``), else the other numbers.
     """
     info = config.get("ssl_zoo") or {}
     default_dataset = info.get("eval_dataset") or info.get("dataset") or "unknown"
@@ -378,8 +384,10 @@ def _metric_items(config: Mapping[str, Any]) -> list[dict[str, Any]]:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         lowered = name.lower()
-        task = spec.get("task") or ("image-classification" if any(t in lowered for t in ("knn", "linear", "acc", "top"))
-                                    else "image-feature-extraction")
+        is_eval = bool(spec.get("task")) or any(h in lowered for h in EVAL_METRIC_HINTS)
+        if is_eval != evaluation:
+            continue
+        task = spec.get("task") or "image-classification"
         out.append({"name": name, "value": value, "dataset": spec.get("dataset") or default_dataset,
                     "split": spec.get("split"), "task": task})
     return out
@@ -440,6 +448,9 @@ def build_model_card(config: Mapping[str, Any], repo_id: str):
     lines += ["## Training", "",
               "The full recipe (method arguments, augmentation, optimiser schedule) is in `config.json` under "
               "`ssl_zoo.recipe_config`.", ""]
+    stats = _metric_items(config, evaluation=False)
+    if stats:
+        lines += ["End of training: " + ", ".join(f"{m['name']} {m['value']}" for m in stats) + ".", ""]
     paper = weights_cfg.get("paper") or pcfg.get("paper")
     citation = CITATIONS.get(method)
     if citation or paper:
@@ -473,21 +484,22 @@ def _check_exported(model_dir: Path) -> dict[str, Any]:
     return config
 
 
-def _export_module(model: nn.Module, out_dir: Path) -> Path:
-    """Write an in-memory encoder in our format (recipe from its pretrained_cfg tag when registered)."""
+def _export_module(model: nn.Module, out_dir: Path, recipe: Recipe | None = None) -> Path:
+    """Write an in-memory encoder in our format. Without ``recipe``, the registered recipe named by
+    its ``pretrained_cfg['tag']`` is used when its backbone is the module's architecture."""
     from .recipe import get_recipe
 
     cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    recipe = None
-    if cfg.get("tag"):
-        try:
-            recipe = get_recipe(cfg["tag"])
-        except KeyError:
-            recipe = None
     arch = cfg.get("architecture")
+    if recipe is None and cfg.get("tag"):
+        try:
+            found = get_recipe(cfg["tag"])
+        except KeyError:
+            found = None
+        recipe = found if found is not None and found.backbone.arch == arch else None
     if recipe is None and not arch:
         raise WeightsError("push_to_hub got a module without pretrained_cfg['architecture']; build it with "
-                           "ssl_zoo.create_model / timm.create_model, or pass an exported folder.")
+                           "ssl_zoo.create_model / timm.create_model, pass recipe=..., or pass an exported folder.")
     if head_prefixes(model):
         raise WeightsError("push_to_hub publishes encoders (num_classes=0); this module has a classifier head. "
                            "Call model.reset_classifier(0) first.")
@@ -496,12 +508,14 @@ def _export_module(model: nn.Module, out_dir: Path) -> Path:
 
 def push_to_hub(run_dir_or_model: str | os.PathLike | nn.Module, repo_id: str, private: bool = False,
                 revision: str | None = None, token: str | None = None, endpoint: str | None = None,
-                commit_message: str | None = None, include_training_state: bool = False):
+                commit_message: str | None = None, include_training_state: bool = False,
+                recipe: Recipe | None = None):
     """Publish an exported encoder (a run / model folder, or an in-memory timm encoder) to a Hub repo.
 
     Uploads ``model.safetensors``, ``config.json`` and a generated model card ``README.md`` in one
     commit (and ``training_state/`` when asked); creates the repo (and branch ``revision``) if
     needed. Re-pushing changed files makes a new commit; unchanged files are skipped by the Hub.
+    ``recipe`` describes an in-memory module (method, dataset, preprocessing) for its config.json.
     Returns ``huggingface_hub.CommitInfo``. The token is sent to the Hub only, never printed.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
@@ -511,7 +525,7 @@ def push_to_hub(run_dir_or_model: str | os.PathLike | nn.Module, repo_id: str, p
         raise ValueError(f"Pass the revision as revision=..., not in the repo id {repo_id!r}.")
     with tempfile.TemporaryDirectory(prefix="ssl_zoo_push_") as tmp:
         if isinstance(run_dir_or_model, nn.Module):
-            run_dir = model_dir = _export_module(run_dir_or_model, Path(tmp))
+            run_dir = model_dir = _export_module(run_dir_or_model, Path(tmp), recipe)
         else:
             run_dir = Path(run_dir_or_model)
             model_dir = find_model_dir(run_dir)
