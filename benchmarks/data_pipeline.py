@@ -1,0 +1,113 @@
+"""Throughput of the training data pipeline alone: decode + the MoCo v2 two-view augmentation.
+
+    python benchmarks/data_pipeline.py                      # both sizes, 0 and 2 workers
+    python benchmarks/data_pipeline.py --workers 0 2 4 --batches 20 --json out.json
+
+Two cases, each read through ``create_dataset`` and ``build_train_loader`` exactly as training does,
+with the transform ``build_multiview_transform(("crop", "crop"), augment)``:
+
+* 32 px: the embedded ``digits`` (in-memory arrays, no decoding) with the digits recipe's augmentation;
+* 224 px: an ``imagefolder`` of JPEGs (500x375, quality 90, about ImageNet's average size) cut from
+  scikit-image's bundled sample photos and written to a temporary folder.
+
+Reports images per second (one image = two views) after one warm-up batch, so worker start-up
+is not counted. No model runs: compare with the training step's images/s on the same machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ssl_zoo.data import build_train_loader, create_dataset
+from ssl_zoo.recipe import AugmentCfg, get_recipe
+from ssl_zoo.transforms import build_multiview_transform
+
+SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "page", "text", "clock", "horse",
+           "logo")
+
+
+def make_jpeg_folder(root: Path, classes: int = 8, per_class: int = 32, size=(500, 375), seed: int = 0) -> Path:
+    """An imagefolder of real-photo JPEG crops (scikit-image's bundled samples, no download)."""
+    import skimage.data
+
+    photos = []
+    for name in SAMPLES:
+        try:
+            arr = getattr(skimage.data, name)()
+        except Exception:  # a sample that would need a download: skip it
+            continue
+        img = Image.fromarray(arr).convert("RGB")
+        scale = max(size[0] * 1.5 / img.width, size[1] * 1.5 / img.height, 1.0)
+        photos.append(img.resize((int(img.width * scale) + 1, int(img.height * scale) + 1), Image.BICUBIC))
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        (root / f"class_{c}").mkdir(parents=True, exist_ok=True)
+        for k in range(per_class):
+            photo = photos[int(rng.integers(len(photos)))]
+            x = int(rng.integers(photo.width - size[0] + 1))
+            y = int(rng.integers(photo.height - size[1] + 1))
+            photo.crop((x, y, x + size[0], y + size[1])).save(root / f"class_{c}" / f"{k}.jpg", quality=90)
+    return root
+
+
+def measure(dataset, batch_size: int, workers: int, batches: int) -> float:
+    """Images per second over ``batches`` batches after one warm-up batch."""
+    loader = build_train_loader(dataset, batch_size=batch_size, num_workers=workers, seed=0)
+    it = iter(loader)
+    next(it)  # warm-up: worker start-up and first prefetch
+    done, start = 0, time.perf_counter()
+    for _ in range(batches):
+        try:
+            views, _ = next(it)
+        except StopIteration:
+            it = iter(loader)
+            views, _ = next(it)
+        done += views[0].shape[0]
+    return done / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--batches", type=int, default=10, help="timed batches per case")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(1)  # as in a DataLoader worker; the main process's threads belong to the model
+    digits_aug = get_recipe("moco_v2_r18_digits").augment
+    cases = [("digits", "32 px, in-memory", 128, lambda: create_dataset(
+        "digits", transform=build_multiview_transform(("crop", "crop"), digits_aug)))]
+    tmp = tempfile.TemporaryDirectory()
+    folder = make_jpeg_folder(Path(tmp.name) / "jpegs")
+    cases.append(("imagefolder", "224 px, 500x375 JPEG decode", 64, lambda: create_dataset(
+        "imagefolder", folder, transform=build_multiview_transform(("crop", "crop"), AugmentCfg(image_size=224)))))
+
+    rows = []
+    for name, what, batch, make in cases:
+        ds = make()
+        for w in args.workers:
+            ips = measure(ds, batch, w, args.batches)
+            rows.append({"dataset": name, "case": what, "batch_size": batch, "num_workers": w,
+                         "images_per_s": round(ips, 1)})
+            print(f"{name:12s} {what:30s} batch {batch:4d}  workers {w}: {ips:8.1f} images/s (2 views each)",
+                  flush=True)
+    info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+            "command": " ".join([Path(sys.executable).name, *sys.argv]), "results": rows}
+    if args.json:
+        args.json.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
