@@ -150,6 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows.append(row)
         print(f"{name}: k-NN@20 {100 * row['knn20_top1']:.2f}%  k-NN@200 {100 * row['knn200_top1']:.2f}%  "
               f"linear {100 * row['linear_top1']:.2f}%  train {row['train_wall_s'] / 60:.1f} min", flush=True)
+        write_reports(args, argv, rows, complete=name == args.recipes[-1])
+    return 0
+
+
+def write_reports(args: argparse.Namespace, argv: Sequence[str] | None, rows: list[dict[str, Any]],
+                  complete: bool) -> None:
+    """Write JSON + Markdown after every recipe, so a long comparison leaves partial results behind."""
     machine = machine_info()
     command = "python benchmarks/compare.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
                                                                                    else sys.argv[1:]))
@@ -157,10 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path = Path(args.json) if args.json else md_path.with_suffix(".json")
     md_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps({"command": command, "machine": machine, "rows": rows}, indent=2))
-    md_path.write_text(markdown_table(rows, machine, command))
-    print(f"Wrote {md_path} and {json_path}.")
-    return 0
+    json_path.write_text(json.dumps({"command": command, "machine": machine, "complete": complete, "rows": rows},
+                                    indent=2))
+    text = markdown_table(rows, machine, command)
+    if not complete:
+        text = "**Partial: the comparison is still running or was stopped.**\n\n" + text
+    md_path.write_text(text)
+    print(f"Wrote {md_path} and {json_path}.", flush=True)
 
 
 if __name__ == "__main__":
