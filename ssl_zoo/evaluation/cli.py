@@ -1,0 +1,417 @@
+"""``ssl-zoo eval linear|retrieval|knn`` and ``benchmarks/{linear,retrieval,knn}.py``: one code path.
+
+Each run loads an encoder, builds the dataset splits with the evaluation transforms,
+computes the protocol's metrics (under ``accelerate launch``: features extracted in
+parallel, metrics computed once on the main process) and writes a JSON result plus a
+Markdown table row. Numbers in reports are percentages.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+PROTOCOLS = ("linear", "retrieval", "knn")
+CACHED_FEATURES_NOTE = ("cached features: train features extracted once with the eval transform "
+                        "(Resize + CenterCrop), so no train-time augmentation (RandomResizedCrop + flip) "
+                        "unlike the MoCo protocol; same classifier, optimiser and schedule")
+
+
+# ---------------------------------------------------------------------------------------------- model
+def load_encoder(spec: str, pretrained: bool = False, checkpoint: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The encoder named by ``spec`` and a description of where it came from.
+
+    ``spec`` is a recipe name (weights with ``pretrained`` or ``checkpoint``, else random init),
+    ``hf-hub:org/repo[@rev]`` (its weights), or a local run / model folder holding
+    ``model.safetensors`` + ``config.json``.
+    """
+    from .. import create_model
+
+    if spec.startswith("hf-hub:"):
+        encoder = create_model(spec, pretrained=checkpoint is None, checkpoint=checkpoint)
+        return encoder, {"name": spec, "source": "hf-hub", "checkpoint": checkpoint}
+    path = Path(spec).expanduser()
+    if path.exists():
+        if checkpoint is not None:
+            raise ValueError(f"--model {spec} is already a local folder; drop --checkpoint.")
+        return _encoder_from_dir(path)
+    from ..recipe import list_models
+
+    if spec not in list_models():
+        import difflib
+        close = difflib.get_close_matches(spec, list_models(), n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"--model {spec!r} is neither a recipe name, an 'hf-hub:org/repo' id nor an existing "
+                         f"folder.{hint} `ssl-zoo list` shows the recipes.")
+    encoder = create_model(spec, pretrained=pretrained, checkpoint=checkpoint)
+    source = "checkpoint" if checkpoint else ("pretrained" if pretrained else "random-init")
+    return encoder, {"name": spec, "source": source, "checkpoint": checkpoint}
+
+
+def _encoder_from_dir(path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    import timm
+
+    from ..export import CONFIG_NAME, WEIGHTS_NAME, read_encoder_config
+    from ..hub import find_model_dir, load_state_dict_strict, read_state_dict
+
+    if path.is_file():
+        raise ValueError(f"--model {path} is a weights file; pass the folder holding {WEIGHTS_NAME} + {CONFIG_NAME}, "
+                         f"or a recipe name with --checkpoint {path}.")
+    model_dir = find_model_dir(path)
+    config = read_encoder_config(model_dir)
+    if "architecture" not in config:
+        raise ValueError(f"{model_dir / CONFIG_NAME} has no 'architecture'; it is not an exported ssl_zoo encoder.")
+    encoder = timm.create_model(config["architecture"], pretrained=False, num_classes=0,
+                                **dict(config.get("model_args") or {}))
+    load_state_dict_strict(encoder, read_state_dict(model_dir / WEIGHTS_NAME), source=str(model_dir))
+    encoder.pretrained_cfg = encoder.default_cfg = dict(config.get("pretrained_cfg") or {})
+    recipe = (config.get("ssl_zoo") or {}).get("recipe")
+    return encoder, {"name": recipe or model_dir.name, "source": "local", "checkpoint": str(model_dir)}
+
+
+# ----------------------------------------------------------------------------------------- transforms
+def augment_cfg_for(encoder: nn.Module, image_size: int | None = None):
+    """An ``AugmentCfg`` with the size, mean/std and interpolation of the encoder's ``pretrained_cfg``."""
+    from ..recipe import AugmentCfg
+
+    pcfg = dict(getattr(encoder, "pretrained_cfg", None) or {})
+    kwargs: dict[str, Any] = {}
+    for key in ("mean", "std"):
+        if pcfg.get(key) is not None:
+            kwargs[key] = tuple(float(v) for v in pcfg[key])
+    if pcfg.get("interpolation") in ("bilinear", "bicubic", "nearest"):
+        kwargs["interpolation"] = pcfg["interpolation"]
+    size = image_size or (pcfg.get("input_size") or (3, 224, 224))[-1]
+    return AugmentCfg(image_size=int(size), **kwargs)
+
+
+def eval_transform(encoder: nn.Module, image_size: int | None = None) -> Callable:
+    """Resize(size / crop_pct) + CenterCrop(size) + normalise (the ``"eval"`` view)."""
+    from ..transforms import build_view_transform
+
+    crop_pct = float((getattr(encoder, "pretrained_cfg", None) or {}).get("crop_pct") or 0.875)
+    return build_view_transform("eval", augment_cfg_for(encoder, image_size), crop_pct=crop_pct)
+
+
+def linear_train_transform(encoder: nn.Module, image_size: int | None = None) -> Callable:
+    """MoCo linear-probe train transform: RandomResizedCrop(size) + horizontal flip + normalise."""
+    from torchvision.transforms import v2
+
+    cfg = augment_cfg_for(encoder, image_size)
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop(cfg.image_size, interpolation=v2.InterpolationMode(cfg.interpolation), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(cfg.mean, cfg.std),
+    ])
+
+
+# ------------------------------------------------------------------------------------------- parser
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``ssl-zoo eval PROTOCOL ...`` (and of the benchmark scripts)."""
+    parser.add_argument("protocol", choices=PROTOCOLS, help="linear probe, leave-one-out retrieval, or weighted k-NN")
+    parser.add_argument("--model", required=True,
+                        help="recipe name (random init unless --pretrained/--checkpoint), 'hf-hub:org/repo[@rev]', "
+                             "or a local run/model folder with model.safetensors + config.json")
+    parser.add_argument("--pretrained", action="store_true", help="load the recipe's published weights")
+    parser.add_argument("--checkpoint", default=None, help="weights file or folder for a recipe name")
+    parser.add_argument("--dataset", default="digits", help="create_dataset name (default: the embedded digits)")
+    parser.add_argument("--data", default=None, metavar="ROOT", help="dataset root folder (digits needs none)")
+    parser.add_argument("--train-split", default="train", help="split the classifier / k-NN bank uses")
+    parser.add_argument("--test-split", default="test", help="split that is evaluated (retrieval: queries + gallery)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="crop size (default: the model's pretrained_cfg input size, else 224)")
+    parser.add_argument("--batch-size", type=int, default=256, help="global batch size (default 256)")
+    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers per process")
+    parser.add_argument("--chunk-size", type=int, default=256, help="queries per similarity block (memory)")
+    parser.add_argument("--seed", type=int, default=0, help="classifier init, shuffling and label-fraction subset")
+    parser.add_argument("--cpu", action="store_true", help="run on CPU even when a GPU is present")
+    parser.add_argument("--output", default=None, metavar="JSON", help="write the result here")
+    parser.add_argument("--markdown", default=None, metavar="FILE", help="append the Markdown row to this file")
+    knn = parser.add_argument_group("k-NN")
+    knn.add_argument("--k", type=int, nargs="+", default=[20, 200], help="neighbour counts (default 20 200)")
+    knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(s / T) (default 0.07)")
+    lin = parser.add_argument_group("linear probe (MoCo protocol defaults)")
+    lin.add_argument("--epochs", type=int, default=100)
+    lin.add_argument("--lr", type=float, default=30.0)
+    lin.add_argument("--momentum", type=float, default=0.9)
+    lin.add_argument("--weight-decay", type=float, default=0.0)
+    lin.add_argument("--milestones", type=int, nargs="*", default=[60, 80], help="epochs where lr is x0.1")
+    lin.add_argument("--label-fraction", type=float, default=1.0,
+                     help="share of each class's train images with labels (paper: 1.0, 0.5, 0.2)")
+    lin.add_argument("--cached-features", action="store_true",
+                     help="extract train/test features once and train the classifier on them (fast; no train-time "
+                          "augmentation)")
+
+
+# ------------------------------------------------------------------------------------------- running
+def run_cli(args: argparse.Namespace) -> int:
+    """Run one benchmark; the main process writes the JSON / Markdown. Returns the exit code."""
+    from accelerate import Accelerator
+
+    _validate(args)
+    accelerator = Accelerator(cpu=args.cpu)
+    try:
+        result = run_benchmark(args, accelerator)
+    except (ValueError, FileNotFoundError) as exc:
+        accelerator.print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if accelerator.is_main_process:
+        row = markdown_row(result)
+        print(row)
+        if args.output:
+            _write_json(Path(args.output), result)
+            print(f"wrote {args.output}")
+        if args.markdown:
+            _append_markdown(Path(args.markdown), row)
+    accelerator.wait_for_everyone()
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> None:
+    if args.batch_size < 1 or args.num_workers < 0 or args.chunk_size < 1:
+        raise SystemExit("error: --batch-size and --chunk-size must be >= 1 and --num-workers >= 0.")
+    if args.image_size is not None and args.image_size < 8:
+        raise SystemExit(f"error: --image-size {args.image_size} is too small (>= 8).")
+    if not 0.0 < args.label_fraction <= 1.0:
+        raise SystemExit(f"error: --label-fraction must be in (0, 1], got {args.label_fraction}.")
+    if args.label_fraction < 1.0 and args.protocol != "linear":
+        raise SystemExit("error: --label-fraction applies to the linear probe only.")
+    if any(k < 1 for k in args.k):
+        raise SystemExit(f"error: --k values must be >= 1, got {args.k}.")
+
+
+def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[str, Any]:
+    """Compute one protocol and return the result record (see docs/benchmarks.md for the schema)."""
+    from accelerate.utils import set_seed
+
+    start = time.time()
+    set_seed(args.seed)
+    encoder, model_info = load_encoder(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
+    model_info.update(architecture=type(encoder).__name__ if not getattr(encoder, "pretrained_cfg", None)
+                      else encoder.pretrained_cfg.get("architecture", type(encoder).__name__),
+                      num_features=int(getattr(encoder, "num_features", 0)))
+    if model_info["source"] == "random-init":
+        accelerator.print(f"note: evaluating {args.model} with random weights (add --pretrained or --checkpoint).")
+    image_size = augment_cfg_for(encoder, args.image_size).image_size
+    encoder.to(accelerator.device)
+    runner = {"linear": _run_linear, "retrieval": _run_retrieval, "knn": _run_knn}[args.protocol]
+    metrics, settings, dataset_info = runner(args, encoder, image_size, accelerator)
+    settings.update(image_size=image_size, batch_size=args.batch_size, seed=args.seed)
+    return build_result(args.protocol, metrics, model_info, {"name": args.dataset, "root": args.data, **dataset_info},
+                        settings, wall_time_s=time.time() - start, world_size=accelerator.num_processes)
+
+
+def _dataset(args: argparse.Namespace, split: str, transform: Callable, label_fraction: float = 1.0):
+    from ..data import create_dataset
+
+    return create_dataset(args.dataset, args.data, split=split, transform=transform, label_fraction=label_fraction,
+                          seed=args.seed)
+
+
+def _run_knn(args, encoder, image_size, accelerator):
+    from .features import extract_features
+    from .metrics import knn_accuracy
+
+    transform = eval_transform(encoder, image_size)
+    train = _dataset(args, args.train_split, transform)
+    test = _dataset(args, args.test_split, transform)
+    per_process = _per_process_batch(args.batch_size, accelerator)
+    train_f, train_l = extract_features(encoder, train, per_process, args.num_workers, accelerator=accelerator)
+    test_f, test_l = extract_features(encoder, test, per_process, args.num_workers, accelerator=accelerator)
+    metrics: dict[str, float] = {}
+    if accelerator.is_main_process:  # computed once; the other processes only helped extract
+        num_classes = int(max(train_l.max(), test_l.max())) + 1
+        for k in args.k:
+            metrics[f"top1_k{k}"] = 100 * knn_accuracy(train_f, train_l, test_f, test_l, k=k,
+                                                       temperature=args.temperature, num_classes=num_classes,
+                                                       chunk_size=args.chunk_size)
+    settings = {"k": list(args.k), "temperature": args.temperature, "similarity": "cosine",
+                "votes": "exp(s / T)", "transform": "eval (Resize + CenterCrop)"}
+    return metrics, settings, _split_info(args.train_split, len(train), args.test_split, len(test), train)
+
+
+def _run_retrieval(args, encoder, image_size, accelerator):
+    from .features import extract_features
+    from .metrics import queries_without_positive, retrieval_metrics
+
+    test = _dataset(args, args.test_split, eval_transform(encoder, image_size))
+    features, labels = extract_features(encoder, test, _per_process_batch(args.batch_size, accelerator),
+                                        args.num_workers, accelerator=accelerator)
+    metrics: dict[str, float] = {}
+    settings = {"similarity": "cosine (L2-normalised)", "queries": "every test image",
+                "gallery": "the rest of the test set", "ties": "broken by dataset index",
+                "no_positive_queries": "miss for rank-k, excluded from mAP",
+                "transform": "eval (Resize + CenterCrop)"}
+    if accelerator.is_main_process:
+        metrics = {k: 100 * v for k, v in retrieval_metrics(features, labels, chunk_size=args.chunk_size).items()}
+        settings["num_queries_without_positive"] = queries_without_positive(labels)
+    return metrics, settings, {"test_split": args.test_split, "num_test": len(test),
+                               "num_classes": _classes(test)}
+
+
+def _run_linear(args, encoder, image_size, accelerator):
+    from .features import extract_features
+    from .linear import LinearProbeCfg, dataset_num_classes, linear_probe, linear_probe_on_features
+
+    cfg = LinearProbeCfg(epochs=args.epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                         milestones=tuple(args.milestones), batch_size=args.batch_size, seed=args.seed)
+    test_tf = eval_transform(encoder, image_size)
+    train_tf = test_tf if args.cached_features else linear_train_transform(encoder, image_size)
+    train = _dataset(args, args.train_split, train_tf, label_fraction=args.label_fraction)
+    test = _dataset(args, args.test_split, test_tf)
+    num_classes = dataset_num_classes(train)
+    log = accelerator.print if accelerator.is_main_process else None
+    every = max(1, cfg.epochs // 10)
+    log_fn = (lambda msg: log(msg) if int(msg.split()[1].split("/")[0]) % every == 0 else None) if log else None
+    metrics: dict[str, float] = {}
+    if args.cached_features:
+        per_process = _per_process_batch(args.batch_size, accelerator)
+        train_f, train_l = extract_features(encoder, train, per_process, args.num_workers, accelerator=accelerator)
+        test_f, test_l = extract_features(encoder, test, per_process, args.num_workers, accelerator=accelerator)
+        if accelerator.is_main_process:
+            out = linear_probe_on_features(train_f, train_l, test_f, test_l, cfg=cfg, num_classes=num_classes,
+                                           device=accelerator.device, log=log_fn)
+            metrics = {"top1": 100 * out["top1"], "top5": 100 * out["top5"], "train_loss": out["train_loss"]}
+    else:
+        out = linear_probe(encoder, train, test, cfg=cfg, num_classes=num_classes, num_workers=args.num_workers,
+                           accelerator=accelerator, log=log_fn)
+        metrics = {"top1": 100 * out["top1"], "top5": 100 * out["top5"], "train_loss": out["train_loss"]}
+    settings = {**cfg.to_dict(), "label_fraction": args.label_fraction, "cached_features": args.cached_features,
+                "optimizer": "SGD", "classifier_init": f"N(0, {cfg.init_std}) weights, zero bias",
+                "encoder": "frozen, eval mode", "reported_epoch": "last",
+                "train_transform": "eval (Resize + CenterCrop)" if args.cached_features
+                else "RandomResizedCrop + horizontal flip",
+                "test_transform": "eval (Resize + CenterCrop)",
+                "protocol_note": CACHED_FEATURES_NOTE if args.cached_features else "MoCo linear evaluation protocol"}
+    return metrics, settings, _split_info(args.train_split, len(train), args.test_split, len(test), train,
+                                          num_classes=num_classes)
+
+
+def _per_process_batch(batch_size: int, accelerator: Accelerator) -> int:
+    return max(1, batch_size // accelerator.num_processes)
+
+
+def _classes(dataset: Any) -> int | None:
+    classes = getattr(dataset, "classes", None)
+    return len(classes) if classes is not None else None
+
+
+def _split_info(train_split: str, num_train: int, test_split: str, num_test: int, train: Any,
+                num_classes: int | None = None) -> dict[str, Any]:
+    return {"train_split": train_split, "num_train": num_train, "test_split": test_split, "num_test": num_test,
+            "num_classes": num_classes if num_classes is not None else _classes(train)}
+
+
+# -------------------------------------------------------------------------------------------- output
+METRIC_LABELS = {"top1": "top-1", "top5": "top-5", "rank1": "rank-1", "rank5": "rank-5", "mAP": "mAP"}
+
+
+def build_result(protocol: str, metrics: dict[str, float], model: dict[str, Any], dataset: dict[str, Any],
+                 settings: dict[str, Any], wall_time_s: float, world_size: int) -> dict[str, Any]:
+    """The JSON record of one benchmark run (schema in docs/benchmarks.md)."""
+    from .. import __version__
+
+    return {
+        "protocol": protocol,
+        "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
+        "metrics_unit": "percent (train_loss: nats)",
+        "model": model,
+        "dataset": dataset,
+        "settings": settings,
+        "model_index": model_index_metrics(protocol, metrics, dataset),
+        "ssl_zoo_version": __version__,
+        "torch_version": torch.__version__,
+        "platform": platform.platform(),
+        "device": _device_name(),
+        "world_size": world_size,
+        "wall_time_s": round(wall_time_s, 2),
+        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def model_index_metrics(protocol: str, metrics: dict[str, float], dataset: dict[str, Any]) -> dict[str, Any]:
+    """Metrics in the form ``config.json``'s ``ssl_zoo.metrics`` takes for the model card's model-index."""
+    task = "image-retrieval" if protocol == "retrieval" else "image-classification"
+    split = dataset.get("test_split")
+    out = {}
+    for name, value in metrics.items():
+        if name == "train_loss":
+            continue
+        out[f"{protocol}_{name}"] = {"value": round(float(value), 2), "dataset": dataset.get("name"),
+                                     "split": split, "task": task}
+    return out
+
+
+def markdown_header(protocol: str | None = None) -> str:
+    return ("| model | dataset | protocol | result | world size | wall time |\n"
+            "|---|---|---|---|---|---|")
+
+
+def markdown_row(result: dict[str, Any]) -> str:
+    """``| model | dataset | protocol | result | world size | wall time |`` for docs/results.md."""
+    s, d = result["settings"], result["dataset"]
+    protocol = result["protocol"]
+    if protocol == "linear":
+        protocol = (f"linear ({'cached features' if s.get('cached_features') else 'MoCo'}, "
+                    f"{100 * s['label_fraction']:g}% labels, {s['epochs']} ep)")
+    elif protocol == "knn":
+        protocol = f"k-NN (T={s['temperature']:g})"
+    parts = []
+    for name, value in result["metrics"].items():
+        if name == "train_loss":
+            continue
+        label = METRIC_LABELS.get(name) or name.replace("top1_k", "top-1 k=")
+        parts.append(f"{label} {value:.2f}")
+    model = result["model"]
+    model_name = model["name"] + ("" if model["source"] in ("pretrained", "hf-hub", "local") else f" ({model['source']})")
+    dataset = f"{d['name']} ({d.get('test_split', 'test')})"
+    return (f"| {model_name} | {dataset} | {protocol} | {', '.join(parts)} | {result['world_size']} | "
+            f"{result['wall_time_s']:.0f} s |")
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _append_markdown(path: Path, row: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a") as fh:
+        if new:
+            fh.write(markdown_header() + "\n")
+        fh.write(row + "\n")
+
+
+def _device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return platform.processor() or "cpu"
+
+
+def main(argv: Sequence[str] | None = None, protocol: str | None = None) -> int:
+    """Entry point of the benchmark scripts: ``main(protocol="linear")`` parses the remaining arguments."""
+    parser = argparse.ArgumentParser(prog=f"benchmarks/{protocol}.py" if protocol else "ssl-zoo eval",
+                                     description=__doc__.splitlines()[0])
+    configure_parser(parser)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if protocol is not None:
+        argv = [protocol, *argv]
+    return run_cli(parser.parse_args(argv))
