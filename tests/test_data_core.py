@@ -210,3 +210,25 @@ def test_cli_inspects_and_checks_a_folder(tmp_path, capsys):
     assert _cli(["cub200", "--data", str(tmp_path / "nope")]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert _cli(["cub"]) == 2
+
+
+def test_train_loader_with_sampler_and_generator():
+    ds = create_dataset("digits", label_fraction=0.02, transform=_to_tensor)
+    order = list(range(len(ds)))[::-1]
+    g = torch.Generator()
+    g.manual_seed(0)
+    loader = build_train_loader(ds, batch_size=4, sampler=order, generator=g, drop_last=False)
+    labels = torch.cat([y for _, y in loader]).tolist()
+    assert labels == [ds.targets[i] for i in order] and loader.generator is g
+
+
+def test_file_paths_survive_packing_and_subsets(tmp_path):
+    for cls in ("é-accent", "with space"):
+        (tmp_path / cls).mkdir()
+        for k in range(3):
+            Image.new("RGB", (4, 4), (k * 80, 0, 0)).save(tmp_path / cls / f"ö{k}.png")
+    ds = create_dataset("imagefolder", tmp_path)
+    assert [Path(p).relative_to(tmp_path).as_posix() for p in ds.paths][:2] == ["é-accent/ö0.png", "é-accent/ö1.png"]
+    part = ds.subset([5, 0])
+    assert part.paths == [ds.paths[5], ds.paths[0]] and part.targets == [1, 0]
+    assert np.asarray(part[0][0])[0, 0, 0] == 160

@@ -185,6 +185,30 @@ class LabelledImageDataset(Dataset):
                 f"images={len(self)}, classes={len(self.classes)})")
 
 
+class PathTable:
+    """File paths packed in two numpy arrays (utf-8 bytes + offsets).
+
+    A Python list of a million path strings gets copied page by page into every forked DataLoader
+    worker as reference counts change (pytorch/pytorch#13246); numpy buffers stay shared.
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
+        encoded = [os.fspath(p).encode("utf-8", "surrogateescape") for p in paths]
+        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(e) for e in encoded], out=self.offsets[1:])
+        self.data = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> str:
+        start, end = self.offsets[index], self.offsets[index + 1]
+        return self.data[start:end].tobytes().decode("utf-8", "surrogateescape")
+
+    def take(self, indices: np.ndarray) -> "PathTable":
+        return PathTable([self[int(i)] for i in indices])
+
+
 class FileImageDataset(LabelledImageDataset):
     """Images read from files (``samples`` is a list of ``(path, label)`` as in torchvision)."""
 
@@ -193,20 +217,26 @@ class FileImageDataset(LabelledImageDataset):
         if len(paths) != len(targets):
             raise ValueError(f"{len(paths)} paths but {len(targets)} targets")
         super().__init__(targets, classes, **kwargs)
-        self.paths: list[str] = [os.fspath(p) for p in paths]
+        self._paths = PathTable(paths)
+
+    @property
+    def paths(self) -> list[str]:
+        """Image file paths, in dataset order."""
+        return [self._paths[i] for i in range(len(self._paths))]
 
     @property
     def samples(self) -> list[tuple[str, int]]:
+        """``(path, label)`` pairs, as torchvision's ImageFolder."""
         return list(zip(self.paths, self.targets))
 
     def _load(self, index: int) -> Image.Image:
-        return load_image(self.paths[index])
+        return load_image(self._paths[index])
 
     def _describe(self, index: int) -> str:
-        return self.paths[index]
+        return self._paths[index]
 
     def _take(self, indices: np.ndarray) -> None:
-        self.paths = [self.paths[i] for i in indices]
+        self._paths = self._paths.take(indices)
 
 
 class ArrayImageDataset(LabelledImageDataset):

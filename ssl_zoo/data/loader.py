@@ -5,7 +5,7 @@ import random
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 def seed_worker(worker_id: int) -> None:
@@ -17,23 +17,31 @@ def seed_worker(worker_id: int) -> None:
 
 def build_train_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle: bool = True,
                        drop_last: bool = True, seed: int = 0, pin_memory: bool | None = None,
-                       prefetch_factor: int | None = None) -> DataLoader:
+                       prefetch_factor: int | None = None, persistent_workers: bool = True,
+                       sampler: Sampler | None = None, generator: torch.Generator | None = None) -> DataLoader:
     """DataLoader for training: seeded shuffling, persistent workers when ``num_workers > 0`` (no
-    re-fork and re-read of the file lists every epoch) and pinned memory when CUDA is available."""
+    re-fork and re-read of the file lists every epoch) and pinned memory when CUDA is available.
+
+    ``sampler`` replaces shuffling (then ``shuffle`` is ignored); ``generator`` replaces the one seeded
+    with ``seed`` (it also draws the worker seeds). Persistent workers keep their random state across
+    epochs, so a run resumed mid-way draws different augmentations than an uninterrupted one; pass
+    ``persistent_workers=False`` where that exactness matters more than the per-epoch start-up."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    if drop_last and len(dataset) < batch_size:  # type: ignore[arg-type]
+    if drop_last and sampler is None and len(dataset) < batch_size:  # type: ignore[arg-type]
         raise ValueError(f"The dataset has {len(dataset)} images, fewer than one batch of {batch_size} "  # type: ignore[arg-type]
                          "(drop_last=True would give no batch at all); lower the batch size.")
-    generator = torch.Generator()
-    generator.manual_seed(seed)
+    if generator is None:
+        generator = torch.Generator()
+        generator.manual_seed(seed)
     kwargs = {}
     if num_workers > 0:
-        kwargs.update(persistent_workers=True, worker_init_fn=seed_worker)
+        kwargs.update(persistent_workers=persistent_workers, worker_init_fn=seed_worker)
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers,
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else None,
+                      sampler=sampler, drop_last=drop_last, num_workers=num_workers,
                       pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
                       generator=generator, **kwargs)
