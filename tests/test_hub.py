@@ -268,3 +268,25 @@ def test_push_module_and_errors(hub, tmp_path):
     empty.mkdir()
     with pytest.raises(H.WeightsNotFoundError, match="No model.safetensors"):
         H.push_to_hub(empty, "org/x", token=TOKEN)
+
+
+def test_publish_script_records_the_commit(hub, run_dir, tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
+    import publish
+
+    zoo = tmp_path / "zoo.json"
+    zoo.write_text((Path(__file__).parents[1] / "hub" / "zoo.json").read_text())
+    metrics = tmp_path / "eval.json"
+    metrics.write_text(json.dumps({"knn_top1": 0.25}))
+    assert publish.main([RECIPE.name, "--run-dir", str(run_dir), "--metrics", str(metrics), "--zoo", str(zoo),
+                         "--write", "--endpoint", hub.url]) == 0
+    entry = next(e for e in json.loads(zoo.read_text())["entries"] if e["recipe"] == RECIPE.name)
+    repo = entry["repo"]
+    assert entry["published"]["revision"] == hub.head(repo)
+    assert entry["published"]["sha256"] == H.sha256_file(run_dir / "model.safetensors")
+    assert json.loads(hub.file_bytes(repo, "config.json"))["ssl_zoo"]["metrics"]["knn_top1"] == 0.25
+    assert TOKEN not in capsys.readouterr().out
+    # the published recipe then loads by name, pinned and verified
+    rec = RECIPE.with_overrides(weights={"hf_hub_id": repo, **{k: entry["published"][k] for k in ("revision",
+                                                                                                  "sha256")}})
+    assert torch.equal(features(ssl_zoo.create_model(rec, pretrained=True)), features(local_encoder(run_dir)))

@@ -1,0 +1,112 @@
+"""Publish one entry of the zoo (hub/zoo.json) from a run or converted-model folder.
+
+    python hub/publish.py RECIPE --run-dir runs/RECIPE [--metrics eval.json] [--endpoint URL] [--write]
+
+Checks that the folder was produced for RECIPE (config.json's ssl_zoo.recipe), optionally merges
+measured evaluation metrics (a JSON object ``{"knn_top1": 0.91, ...}``) into the published
+config.json, pushes to the entry's repo with ssl_zoo.push_to_hub (token from HF_TOKEN or
+`hf auth login`), and prints the ``WeightsCfg`` to put in the recipe. ``--write`` records the
+commit, sha256 and metrics in zoo.json. For converted entries, ``--upstream-file`` converts the
+upstream release first (and checks its sha256 when zoo.json records one).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+ZOO = Path(__file__).with_name("zoo.json")
+
+
+def load_zoo(path: Path = ZOO) -> dict[str, Any]:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def find_entry(zoo: dict[str, Any], recipe: str) -> dict[str, Any]:
+    for entry in zoo["entries"]:
+        if entry["recipe"] == recipe:
+            return entry
+    known = ", ".join(e["recipe"] for e in zoo["entries"])
+    raise SystemExit(f"publish: {recipe!r} is not in zoo.json (entries: {known}).")
+
+
+def stage(run_dir: Path, recipe: str, metrics: dict[str, Any] | None, out: Path) -> Path:
+    """Copy the exported encoder to ``out`` with the measured metrics merged into config.json."""
+    from ssl_zoo.export import CONFIG_NAME, WEIGHTS_NAME, read_encoder_config
+    from ssl_zoo.hub import find_model_dir
+
+    model_dir = find_model_dir(run_dir)
+    config = read_encoder_config(model_dir)
+    made_for = (config.get("ssl_zoo") or {}).get("recipe")
+    if made_for != recipe:
+        raise SystemExit(f"publish: {model_dir} was produced for recipe {made_for!r}, not {recipe!r}.")
+    if metrics:
+        config["ssl_zoo"]["metrics"] = {**(config["ssl_zoo"].get("metrics") or {}), **metrics}
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(model_dir / WEIGHTS_NAME, out / WEIGHTS_NAME)
+    (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    for name in ("checkpoint.pt", "log.jsonl"):  # kept so --include-training-state can find them
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, out / name)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("recipe")
+    parser.add_argument("--run-dir", help="run / model folder holding model.safetensors + config.json")
+    parser.add_argument("--upstream-file", help="upstream checkpoint to convert first (converted entries)")
+    parser.add_argument("--metrics", help="JSON file of measured evaluation metrics to publish")
+    parser.add_argument("--endpoint", default=None, help="Hub endpoint (default HF_ENDPOINT / huggingface.co)")
+    parser.add_argument("--include-training-state", action="store_true")
+    parser.add_argument("--zoo", default=str(ZOO), help="zoo.json to read (and update with --write)")
+    parser.add_argument("--write", action="store_true", help="record the published commit in zoo.json")
+    args = parser.parse_args(argv)
+
+    from ssl_zoo.hub import push_to_hub, sha256_file
+
+    zoo_path = Path(args.zoo)
+    zoo = load_zoo(zoo_path)
+    entry = find_entry(zoo, args.recipe)
+    metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
+    with tempfile.TemporaryDirectory(prefix="ssl_zoo_publish_") as tmp:
+        run_dir = Path(args.run_dir) if args.run_dir else None
+        if args.upstream_file:
+            from ssl_zoo.convert import convert_checkpoint
+
+            upstream = entry.get("upstream") or {}
+            if not upstream:
+                raise SystemExit(f"publish: {args.recipe} is produced by training, not from an upstream release.")
+            digest = sha256_file(args.upstream_file)
+            if upstream.get("sha256") and upstream["sha256"] != digest:
+                raise SystemExit(f"publish: {args.upstream_file} has sha256 {digest}, zoo.json records "
+                                 f"{upstream['sha256']}.")
+            run_dir = convert_checkpoint(args.upstream_file, upstream["source"], Path(tmp) / "converted",
+                                         recipe=args.recipe)
+        if run_dir is None:
+            raise SystemExit("publish: pass --run-dir (or --upstream-file for converted entries).")
+        staged = stage(run_dir, args.recipe, metrics, Path(tmp) / "staged")
+        info = push_to_hub(staged, entry["repo"], endpoint=args.endpoint,
+                           commit_message=f"{args.recipe}: {entry['produced_by']} ({', '.join(entry['commands'][:1])})",
+                           include_training_state=args.include_training_state)
+        sha = sha256_file(staged / "model.safetensors")
+        config = json.loads((staged / "config.json").read_text())
+    print(f"Published {args.recipe} to {entry['repo']} at commit {info.oid}")
+    print(f"recipe weights: WeightsCfg(hf_hub_id={entry['repo']!r}, revision={info.oid!r}, sha256={sha!r}, ...)")
+    if args.write:
+        entry["published"] = {"revision": info.oid, "sha256": sha, "metrics": config["ssl_zoo"].get("metrics", {}),
+                              "ssl_zoo_version": config["ssl_zoo"].get("version")}
+        if args.upstream_file:
+            entry["upstream"]["sha256"] = sha256_file(args.upstream_file)
+        zoo_path.write_text(json.dumps(zoo, indent=2) + "\n")
+        print(f"Recorded the commit in {zoo_path}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
