@@ -207,18 +207,13 @@ class EpochShardSampler(Sampler[int]):
         return max(0, min(self.num_batches, self.batches_per_epoch()) - self.skip_batches) * self.batch_size
 
 
-def build_dataset(recipe: Recipe, view_names: Sequence[str], data: str | None, log=print) -> Dataset:
-    """The recipe's training set with one transform per view (``--data`` on a digits recipe = imagefolder)."""
+def build_dataset(recipe: Recipe, view_names: Sequence[str], data: str | None) -> Dataset:
+    """The recipe's training set, each item ``([view_1, ..., view_n], label)``."""
     from .data import create_dataset
     from .transforms import build_multiview_transform
 
     transform = build_multiview_transform(view_names, recipe.augment)
-    name = recipe.dataset
-    if data is not None and name == "digits":
-        log(f"--data {data}: recipe {recipe.name!r} uses the embedded digits, so this folder is read as "
-            f"'imagefolder' (one sub-folder of images per class).")
-        name = "imagefolder"
-    return create_dataset(name, root=data, split="train", transform=transform)
+    return create_dataset(recipe.dataset, root=data, split="train", transform=transform)
 
 
 def build_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: EpochShardSampler,
@@ -303,6 +298,11 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
     out_dir = Path(output) if output is not None else Path("runs") / recipe.name
     accelerator = Accelerator(mixed_precision=mixed_precision, log_with=log_with, project_dir=str(out_dir))
     log = accelerator.print
+    if data is not None and recipe.dataset == "digits" and dataset is None:
+        # The embedded digits need no folder: a folder given to a digits recipe is a user's own images.
+        log(f"--data {data}: recipe {recipe.name!r} trains on the embedded digits, so this folder is read as "
+            f"'imagefolder' (one sub-folder of images per class).")
+        recipe = recipe.with_overrides(dataset="imagefolder")
     ckpt_path = out_dir / CHECKPOINT_NAME
 
     resume_state = None
@@ -329,7 +329,7 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
     global_batch = per_process_batch * world * grad_accum
     lr_value = scaled_lr(recipe.train.base_lr, global_batch, recipe.train.lr_batch_denom)
 
-    train_set = dataset if dataset is not None else build_dataset(recipe, method.view_names, data, log=log)
+    train_set = dataset if dataset is not None else build_dataset(recipe, method.view_names, data)
     sampler = EpochShardSampler(len(train_set), per_process_batch, seed, world, accelerator.process_index)
     steps_per_epoch = sampler.batches_per_epoch() // grad_accum
     # Whole accumulation cycles only: left-over micro-batches would leak gradients into the next epoch.
