@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import hashlib
-import json
 import logging
 import os
 import re

@@ -2,7 +2,6 @@
 (tests/hub_server.py) with the real huggingface_hub client and timm's hf-hub: loader."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import sys
