@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import json
 import tempfile
 
 from accelerate import Accelerator
@@ -15,6 +16,41 @@ from torch.utils.data import DataLoader, TensorDataset
 from ssl_zoo.evaluation import extract_features, knn_accuracy, retrieval_metrics
 
 N_ITEMS = 11  # odd: with 2 processes and batch 2 Accelerate pads the last batches
+TINY_DATASET = "eval_test_tiny"  # digits subset: 41 train / 23 test images (odd sizes)
+
+
+def _build_tiny(root, split, **kwargs):
+    from ssl_zoo.data import ArrayImageDataset
+    from ssl_zoo.data.digits import digits_arrays
+
+    images, labels, splits = digits_arrays()
+    idx = splits[split][: 41 if split == "train" else 23]
+    return ArrayImageDataset(images[idx], labels[idx], [str(d) for d in range(10)], name=TINY_DATASET, root=None,
+                             split=split)
+
+
+def register_tiny_dataset() -> None:
+    from ssl_zoo.data import list_datasets, register_dataset
+
+    if TINY_DATASET not in list_datasets():
+        register_dataset(TINY_DATASET, _build_tiny, "(test only)", ("train", "test"))
+
+
+def export_tiny_encoder(out_dir) -> str:
+    """A timm ``test_resnet`` exported like a training run (model.safetensors + config.json)."""
+    import timm
+
+    from ssl_zoo.export import save_encoder
+
+    torch.manual_seed(0)
+    encoder = timm.create_model("test_resnet", num_classes=0)
+    encoder.pretrained_cfg = {**encoder.pretrained_cfg, "input_size": (3, 16, 16)}
+    return str(save_encoder(encoder, out_dir, architecture="test_resnet"))
+
+
+def cli_args(model_dir: str, output, *extra: str) -> list[str]:
+    return ["--model", model_dir, "--dataset", TINY_DATASET, "--batch-size", "8", "--num-workers", "0",
+            "--output", str(output), *extra]
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +108,10 @@ def test_extract_features_with_single_process_accelerator():
     assert torch.equal(labels, ref_l)
 
 
-def _distributed_worker(out_path: str) -> None:
+def _distributed_worker(out_path: str, model_dir: str) -> None:
+    from ssl_zoo.evaluation.cli import main
+
+    register_tiny_dataset()
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == 2
     features, labels = extract_features(_encoder(), _dataset(), batch_size=2, accelerator=accelerator)
@@ -81,6 +120,9 @@ def _distributed_worker(out_path: str) -> None:
                    **retrieval_metrics(features, labels)}
         torch.save({"features": features, "labels": labels, "metrics": metrics}, out_path)
     accelerator.wait_for_everyone()
+    # The benchmark entry point on the same Accelerate state, as under `accelerate launch`.
+    assert main(cli_args(model_dir, out_path + ".knn.json", "--k", "3", "20"), protocol="knn") == 0
+    assert main(cli_args(model_dir, out_path + ".retrieval.json"), protocol="retrieval") == 0
 
 
 def _spawn_launcher(function, args=(), num_processes: int = 2) -> None:
@@ -95,9 +137,12 @@ def _spawn_launcher(function, args=(), num_processes: int = 2) -> None:
 
 
 def test_two_processes_match_one_process(tmp_path):
+    from ssl_zoo.evaluation.cli import main
+
     out = tmp_path / "dist.pt"
+    model_dir = export_tiny_encoder(tmp_path / "model")
     _reference()  # torch ops in the parent first: the launcher must not deadlock after them
-    _spawn_launcher(_distributed_worker, args=(str(out),), num_processes=2)
+    _spawn_launcher(_distributed_worker, args=(str(out), model_dir), num_processes=2)
     result = torch.load(out, weights_only=True)
     ref_f, ref_l = _reference()
     assert result["features"].shape == (N_ITEMS, ref_f.shape[1])  # padding dropped, no duplicates
@@ -105,3 +150,14 @@ def test_two_processes_match_one_process(tmp_path):
     assert torch.equal(result["labels"], ref_l)
     expected = {"knn": knn_accuracy(ref_f, ref_l, ref_f, ref_l, k=3), **retrieval_metrics(ref_f, ref_l)}
     assert result["metrics"] == pytest.approx(expected)
+    # The CLI: 2 processes (padding dropped) == 1 process, computed once and written by the main process.
+    register_tiny_dataset()
+    for protocol, extra in (("knn", ("--k", "3", "20")), ("retrieval", ())):
+        two = json.loads((tmp_path / f"dist.pt.{protocol}.json").read_text())
+        one_path = tmp_path / f"one.{protocol}.json"
+        AcceleratorState._reset_state(reset_partial_state=True)
+        assert main(cli_args(model_dir, one_path, *extra), protocol=protocol) == 0
+        one = json.loads(one_path.read_text())
+        assert two["world_size"] == 2 and one["world_size"] == 1
+        assert two["metrics"] == one["metrics"] and len(one["metrics"]) in (2, 3)
+        assert two["dataset"]["num_test"] == 23
