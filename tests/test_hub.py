@@ -289,3 +289,24 @@ def test_publish_script_records_the_commit(hub, run_dir, tmp_path, capsys):
     rec = RECIPE.with_overrides(weights={"hf_hub_id": repo, **{k: entry["published"][k] for k in ("revision",
                                                                                                   "sha256")}})
     assert torch.equal(features(ssl_zoo.create_model(rec, pretrained=True)), features(local_encoder(run_dir)))
+
+
+def test_hf_endpoint_environment_variable_in_a_fresh_process(hub, run_dir, pushed, tmp_path):
+    """HF_ENDPOINT, set before huggingface_hub is imported, points timm's hf-hub: loader at a Hub."""
+    import os
+    import subprocess
+
+    code = ("import sys, timm, torch\n"
+            "m = timm.create_model('hf-hub:org/demo', pretrained=True).eval()\n"
+            "torch.save(m.state_dict(), sys.argv[1])\n")
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HUB_CACHE": str(tmp_path / "cache"), "HF_TOKEN": TOKEN,
+           "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_OFFLINE": "0"}
+    out = tmp_path / "state.pt"
+    n_requests = len(hub.state.requests)
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(hub.state.requests) > n_requests
+    expected = local_encoder(run_dir).state_dict()
+    state = torch.load(out, weights_only=True)
+    assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected)
