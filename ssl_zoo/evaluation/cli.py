@@ -166,7 +166,7 @@ def run_cli(args: argparse.Namespace) -> int:
     accelerator = Accelerator(cpu=args.cpu)
     try:
         result = run_benchmark(args, accelerator)
-    except (ValueError, FileNotFoundError) as exc:
+    except _user_errors() as exc:
         accelerator.print(f"error: {exc}", file=sys.stderr)
         return 2
     if accelerator.is_main_process:
@@ -179,6 +179,15 @@ def run_cli(args: argparse.Namespace) -> int:
             _append_markdown(Path(args.markdown), row)
     accelerator.wait_for_everyone()
     return 0
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the arguments or the files (reported in one line); anything else is a bug."""
+    from ..data import DatasetLayoutError
+    from ..data.registry import UnknownDatasetError
+    from ..hub import WeightsError
+
+    return ValueError, FileNotFoundError, UnknownDatasetError, DatasetLayoutError, WeightsError
 
 
 def _validate(args: argparse.Namespace) -> None:
