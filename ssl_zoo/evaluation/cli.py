@@ -283,9 +283,8 @@ def _run_linear(args, encoder, image_size, accelerator):
     train = _dataset(args, args.train_split, train_tf, label_fraction=args.label_fraction)
     test = _dataset(args, args.test_split, test_tf)
     num_classes = dataset_num_classes(train)
-    log = accelerator.print if accelerator.is_main_process else None
+    log = print if accelerator.is_main_process else None
     every = max(1, cfg.epochs // 10)
-    log_fn = (lambda msg: log(msg) if int(msg.split()[1].split("/")[0]) % every == 0 else None) if log else None
     metrics: dict[str, float] = {}
     if args.cached_features:
         per_process = _per_process_batch(args.batch_size, accelerator)
@@ -293,11 +292,11 @@ def _run_linear(args, encoder, image_size, accelerator):
         test_f, test_l = extract_features(encoder, test, per_process, args.num_workers, accelerator=accelerator)
         if accelerator.is_main_process:
             out = linear_probe_on_features(train_f, train_l, test_f, test_l, cfg=cfg, num_classes=num_classes,
-                                           device=accelerator.device, log=log_fn)
+                                           device=accelerator.device, log=log, log_every=every)
             metrics = {"top1": 100 * out["top1"], "top5": 100 * out["top5"], "train_loss": out["train_loss"]}
     else:
         out = linear_probe(encoder, train, test, cfg=cfg, num_classes=num_classes, num_workers=args.num_workers,
-                           accelerator=accelerator, log=log_fn)
+                           accelerator=accelerator, log=log, log_every=every)
         metrics = {"top1": 100 * out["top1"], "top5": 100 * out["top5"], "train_loss": out["train_loss"]}
     settings = {**cfg.to_dict(), "label_fraction": args.label_fraction, "cached_features": args.cached_features,
                 "optimizer": "SGD", "classifier_init": f"N(0, {cfg.init_std}) weights, zero bias",

@@ -76,7 +76,8 @@ def _evaluate_logits(logits: Tensor, labels: Tensor) -> dict[str, float]:
 def linear_probe_on_features(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
                              test_labels: Tensor, cfg: LinearProbeCfg | None = None, num_classes: int | None = None,
                              device: torch.device | str | None = None,
-                             log: Callable[[str], None] | None = None, **overrides: Any) -> dict[str, Any]:
+                             log: Callable[[str], None] | None = None, log_every: int = 1,
+                             **overrides: Any) -> dict[str, Any]:
     """Train the linear classifier on fixed (cached) features with the probe's SGD schedule.
 
     ``overrides`` are ``LinearProbeCfg`` fields (``epochs=``, ``lr=``, ...). Features are used
@@ -109,8 +110,7 @@ def linear_probe_on_features(train_features: Tensor, train_labels: Tensor, test_
             loss.backward()
             optimizer.step()
             loss_sum += loss.item() * idx.numel()
-        if log is not None:
-            log(f"epoch {epoch + 1}/{cfg.epochs} lr {cfg.lr_at(epoch):.4g} train loss {loss_sum / n:.4f}")
+        _log(log, log_every, epoch, cfg, loss_sum / n)
     with torch.no_grad():
         logits = fc(test_features.to(device).float())
     return {**_evaluate_logits(logits.cpu(), test_labels.cpu()), "train_loss": loss_sum / n,
@@ -120,7 +120,7 @@ def linear_probe_on_features(train_features: Tensor, train_labels: Tensor, test_
 def linear_probe(encoder: nn.Module, train_dataset: Dataset, test_dataset: Dataset, cfg: LinearProbeCfg | None = None,
                  num_classes: int | None = None, num_workers: int = 0, accelerator: Accelerator | None = None,
                  device: torch.device | str | None = None, log: Callable[[str], None] | None = None,
-                 **overrides: Any) -> dict[str, Any]:
+                 log_every: int = 1, **overrides: Any) -> dict[str, Any]:
     """Linear probe on images: the frozen encoder runs every step on the (augmented) train images.
 
     ``train_dataset`` carries the train transform (RandomResizedCrop + flip), ``test_dataset``
@@ -171,8 +171,7 @@ def linear_probe(encoder: nn.Module, train_dataset: Dataset, test_dataset: Datas
         if accelerator is not None:
             loss_sum, count = accelerator.reduce(loss_sum, "sum"), accelerator.reduce(count, "sum")
         train_loss = (loss_sum / count.clamp_min(1)).item()
-        if log is not None:
-            log(f"epoch {epoch + 1}/{cfg.epochs} lr {cfg.lr_at(epoch):.4g} train loss {train_loss:.4f}")
+        _log(log, log_every, epoch, cfg, train_loss)
     head = accelerator.unwrap_model(fc) if accelerator is not None else fc
     logits, labels = extract_features(nn.Sequential(encoder, head), test_dataset, batch_size=cfg.batch_size // world,
                                       num_workers=num_workers, accelerator=accelerator, device=device)
@@ -198,6 +197,11 @@ def _feature_dim(encoder: nn.Module, dataset: Dataset, device: torch.device) -> 
     image, _ = _split_batch(dataset[0])
     with torch.no_grad():
         return _as_features(encoder(image[None].to(device))).shape[1]
+
+
+def _log(log: Callable[[str], None] | None, every: int, epoch: int, cfg: LinearProbeCfg, loss: float) -> None:
+    if log is not None and ((epoch + 1) % max(1, every) == 0 or epoch + 1 == cfg.epochs):
+        log(f"epoch {epoch + 1}/{cfg.epochs} lr {cfg.lr_at(epoch):.4g} train loss {loss:.4f}")
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
