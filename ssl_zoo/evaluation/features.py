@@ -68,7 +68,8 @@ def extract_features(encoder: nn.Module | Callable[[Tensor], Tensor], dataset_or
 
     Returns ``(features, labels)``: float32 ``(N, D)`` and int64 ``(N,)`` CPU tensors in
     dataset order. With a multi-process ``accelerator`` each process encodes a shard
-    and all processes receive the full, de-duplicated result. The encoder's
+    and all processes receive the full, de-duplicated result. The encoder is moved to
+    ``accelerator.device`` (or ``device``; default: where its parameters are) and its
     train/eval mode is restored afterwards.
     """
     loader = make_loader(dataset_or_loader, batch_size=batch_size, num_workers=num_workers)
@@ -79,6 +80,8 @@ def extract_features(encoder: nn.Module | Callable[[Tensor], Tensor], dataset_or
         loader = accelerator.prepare_data_loader(loader, device_placement=True)
     else:
         device = torch.device(device) if device is not None else _module_device(encoder)
+    if isinstance(encoder, nn.Module):
+        encoder.to(device)  # no-op when already there
     was_training = getattr(encoder, "training", False)
     if isinstance(encoder, nn.Module):
         encoder.eval()
