@@ -75,7 +75,7 @@ def train_run(name: str, run_dir: Path, *, epochs: int | None, batch_size: int |
 def evaluate_encoder(encoder: torch.nn.Module, recipe_name: str, seed: int, data: str | None) -> dict[str, float]:
     recipe = get_recipe(recipe_name)
     transform = build_view_transform("eval", recipe.augment)
-    train_set = create_dataset(recipe.dataset, root=data, split="train", transform=transform)
+    train_set = create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=transform)
     test_set = create_dataset(recipe.dataset, root=data, split="test", transform=transform)
     train_x, train_y = extract_features(encoder, train_set, batch_size=256)
     test_x, test_y = extract_features(encoder, test_set, batch_size=256)

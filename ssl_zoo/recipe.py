@@ -19,6 +19,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _canonical(value: Any) -> Any:
+    """Lists become tuples (recursively) so a recipe compares equal to its JSON round trip."""
+    if isinstance(value, Mapping):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return tuple(_canonical(v) for v in value)
+    return value
+
+
 @dataclass(frozen=True)
 class BackboneCfg:
     """Any timm architecture and the keyword arguments timm builds it with."""
@@ -28,6 +37,9 @@ class BackboneCfg:
     # Encoder initialisation before SSL training: None (random), "timm:<name.tag>"
     # (timm pretrained weights, needs the Hub or a cache), or a path to a checkpoint.
     init: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_args", _canonical(dict(self.model_args)))
 
 
 @dataclass(frozen=True)
@@ -90,9 +102,14 @@ class Recipe:
     backbone: BackboneCfg = field(default_factory=BackboneCfg)
     augment: AugmentCfg = field(default_factory=AugmentCfg)
     dataset: str = "imagenet1k"
+    # The split self-supervised training reads (STL-10 pre-trains on "train+unlabeled").
+    train_split: str = "train"
     train: TrainCfg = field(default_factory=TrainCfg)
     weights: WeightsCfg = field(default_factory=WeightsCfg)
     description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method_args", _canonical(dict(self.method_args)))
 
     # -- derived views ------------------------------------------------------
     @property
@@ -174,7 +191,7 @@ class Recipe:
 
 
 _SECTIONS: dict[str, type] = {"backbone": BackboneCfg, "augment": AugmentCfg, "train": TrainCfg, "weights": WeightsCfg}
-_TOP_FIELDS = {"name", "method", "dataset", "description"}
+_TOP_FIELDS = {"name", "method", "dataset", "train_split", "description"}
 _SECTION_FIELD_OWNER: dict[str, str] = {}
 for _section, _cls in _SECTIONS.items():
     for _f in dataclasses.fields(_cls):

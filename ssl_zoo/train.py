@@ -213,7 +213,7 @@ def build_dataset(recipe: Recipe, view_names: Sequence[str], data: str | None) -
     from .transforms import build_multiview_transform
 
     transform = build_multiview_transform(view_names, recipe.augment)
-    return create_dataset(recipe.dataset, root=data, split="train", transform=transform)
+    return create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=transform)
 
 
 def build_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: EpochShardSampler,

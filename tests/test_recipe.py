@@ -116,3 +116,31 @@ def test_init_from_local_safetensors(tmp_path):
 def test_weights_cfg_published_flag():
     assert not WeightsCfg().published
     assert WeightsCfg(hf_hub_id="org/x").published
+
+
+def test_every_registered_recipe_round_trips_and_builds_its_method_class():
+    from ssl_zoo.methods import get_method_class, method_parameters
+    for name in ssl_zoo.list_models():
+        r = ssl_zoo.get_recipe(name)
+        assert Recipe.from_dict(r.to_dict()) == r, name  # lists in method_args must not break --resume
+        get_method_class(r.method)
+        assert set(r.method_args) <= set(method_parameters(r.method)), name
+
+
+def test_stl10_recipes_pretrain_on_the_unlabelled_split():
+    assert ssl_zoo.get_recipe("leoclr_r18_stl10").train_split == "train+unlabeled"
+    assert ssl_zoo.get_recipe("moco_v2_r18_stl10").train_split == "train+unlabeled"
+    assert ssl_zoo.get_recipe("moco_v2_r18_digits").train_split == "train"
+
+
+def test_exported_files_are_world_readable(tmp_path):
+    import os
+    import stat
+    from ssl_zoo.export import save_encoder
+    enc = ssl_zoo.create_model("moco_v2_r18_digits", arch="test_resnet", model_args={})
+    out = save_encoder(enc, tmp_path / "m", ssl_zoo.get_recipe("moco_v2_r18_digits").with_overrides(
+        arch="test_resnet", model_args={}))
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("model.safetensors", "config.json"):
+        assert stat.S_IMODE((out / f).stat().st_mode) == 0o666 & ~umask

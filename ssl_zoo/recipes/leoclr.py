@@ -36,6 +36,8 @@ for name, dataset, size, mean, std in [("leoclr_r18_cifar10", "cifar10", 32, CIF
     register_recipe(Recipe(
         name=name, method="leoclr", method_args={**LEOCLR_ARGS, "queue_size": 4096}, backbone=R18,
         augment=AugmentCfg(image_size=size, mean=mean, std=std), dataset=dataset,
+        # STL-10 pre-trains on its 100k unlabelled images plus the 5k labelled ones.
+        train_split="train+unlabeled" if dataset == "stl10" else "train",
         train=TrainCfg(epochs=800, batch_size=256, base_lr=0.06, weight_decay=5e-4),
         weights=WeightsCfg(paper=LEOCLR_PAPER, license="apache-2.0"),
         description=f"LeOCLR, ResNet-18, {dataset} at {size} px, 800 epochs (paper Tab. 5).",

@@ -26,6 +26,8 @@ for name, dataset, size, mean, std in [
     register_recipe(Recipe(
         name=name, method="moco_v2", method_args={**MOCO_ARGS, "queue_size": 4096}, backbone=R18,
         augment=AugmentCfg(image_size=size, mean=mean, std=std), dataset=dataset,
+        # STL-10 pre-trains on its 100k unlabelled images plus the 5k labelled ones.
+        train_split="train+unlabeled" if dataset == "stl10" else "train",
         train=TrainCfg(epochs=800, batch_size=256, base_lr=0.06, weight_decay=5e-4),
         weights=WeightsCfg(paper=MOCO_V2_PAPER),
         description=f"MoCo v2, ResNet-18, {dataset} at {size} px (LeOCLR paper's baseline setting).",
