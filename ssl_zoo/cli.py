@@ -22,14 +22,16 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 
 
 def configure_list_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("filter", nargs="?", default="*", help="fnmatch pattern, e.g. 'moco*'")
+    parser.add_argument("filter", nargs="?", default="*", help="fnmatch pattern ('moco*') or a word to search for ('digits')")
     parser.add_argument("--pretrained", action="store_true", help="only recipes with published weights")
 
 
 def run_list(args: argparse.Namespace) -> int:
     from .recipe import get_recipe, list_models
 
-    names = list_models(args.filter, pretrained=args.pretrained)
+    # a bare word is a substring search: `ssl-zoo list digits`
+    pattern = args.filter if any(c in args.filter for c in "*?[") else f"*{args.filter}*"
+    names = list_models(pattern, pretrained=args.pretrained)
     if not names:
         print(f"No recipe matches {args.filter!r}.", file=sys.stderr)
         return 1

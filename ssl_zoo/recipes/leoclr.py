@@ -14,7 +14,7 @@ runs nothing beyond epochs is given: we use exactly the moco_v2_r18_* settings, 
 methods compare like for like (docs/methods.md lists these reconstructions).
 """
 from ..recipe import AugmentCfg, Recipe, TrainCfg, WeightsCfg, register_recipe
-from .moco import CIFAR_MEAN, CIFAR_STD, DIGITS_AUGMENT, DIGITS_TRAIN, R18, R50
+from .moco import CIFAR_MEAN, CIFAR_STD, DIGITS_AUGMENT, DIGITS_MOCO_ARGS, DIGITS_TRAIN, R18, R50
 
 LEOCLR_PAPER = "arXiv:2403.06813"
 STL10_MEAN, STL10_STD = (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)
@@ -46,7 +46,7 @@ for name, dataset, size, mean, std in [("leoclr_r18_cifar10", "cifar10", 32, CIF
 # Digits demo: the same budget and method arguments as moco_v2_r18_digits.
 register_recipe(Recipe(
     name="leoclr_r18_digits", method="leoclr",
-    method_args={**LEOCLR_ARGS, "queue_size": 1024, "momentum": 0.99}, backbone=R18,
+    method_args=DIGITS_MOCO_ARGS, backbone=R18,
     augment=DIGITS_AUGMENT, dataset="digits", train=DIGITS_TRAIN,
     weights=WeightsCfg(paper=LEOCLR_PAPER, license="apache-2.0"),
     description="LeOCLR demo on the embedded scikit-learn digits (32 px, CPU-friendly).",

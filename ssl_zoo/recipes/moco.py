@@ -36,11 +36,13 @@ for name, dataset, size, mean, std in [
 # The embedded default: scikit-learn's handwritten digits, 32 px, trains in minutes on a CPU.
 DIGITS_AUGMENT = AugmentCfg(image_size=32, crop_scale=(0.3, 1.0), hflip_p=0.0, mean=(0.5, 0.5, 0.5),
                             std=(0.5, 0.5, 0.5))
-DIGITS_TRAIN = TrainCfg(epochs=30, batch_size=128, base_lr=0.06, weight_decay=5e-4, warmup_epochs=2,
+# Tuned for a real k-NN gain in ~5 CPU minutes (docs/training.md): small batches give more steps,
+# a short queue (4 batches) stays fresh on a 1,257-image set, and m=0.99 lets the keys keep up.
+DIGITS_TRAIN = TrainCfg(epochs=30, batch_size=64, base_lr=0.24, weight_decay=5e-4, warmup_epochs=2,
                         num_workers=2)
+DIGITS_MOCO_ARGS = {**MOCO_ARGS, "queue_size": 256, "momentum": 0.99}
 register_recipe(Recipe(
-    name="moco_v2_r18_digits", method="moco_v2",
-    method_args={**MOCO_ARGS, "queue_size": 1024, "momentum": 0.99}, backbone=R18,
+    name="moco_v2_r18_digits", method="moco_v2", method_args=DIGITS_MOCO_ARGS, backbone=R18,
     augment=DIGITS_AUGMENT, dataset="digits", train=DIGITS_TRAIN,
     weights=WeightsCfg(paper=MOCO_V2_PAPER),
     description="MoCo v2 demo on the embedded scikit-learn digits (32 px, CPU-friendly).",

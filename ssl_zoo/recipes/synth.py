@@ -10,7 +10,7 @@ without the add-on, so a pair (baseline, synth) differs only in the method.
 import dataclasses
 
 from ..recipe import AugmentCfg, BackboneCfg, Recipe, TrainCfg, WeightsCfg, register_recipe
-from .moco import DIGITS_AUGMENT, DIGITS_TRAIN, MOCO_ARGS
+from .moco import DIGITS_AUGMENT, DIGITS_MOCO_ARGS, DIGITS_TRAIN, MOCO_ARGS
 
 SYNTH_PAPER = "Learning Discriminative Features from Synthesized Data for Self-Supervised Fine-Grained Recognition"
 R50_IN1K = BackboneCfg("resnet50", {"zero_init_last": False}, init="timm:resnet50.tv_in1k")
@@ -70,11 +70,11 @@ register_recipe(Recipe(
 # Digits demo: moco_v2_r18_digits plus the add-on (same backbone, augmentation, epochs, batch, lr,
 # queue and momentum), random init (offline). delta is scaled with the feature size: a unit vector's
 # mean component is 1/sqrt(d), 0.022 for d = 2048 and 0.044 for ResNet-18's d = 512, so delta = 0.04
-# keeps the paper's threshold relative to the mean. bank = 8 global batches of 128.
+# keeps the paper's threshold relative to the mean. bank = 16 global batches of 64.
 _DIGITS_SYNTH = register_recipe(Recipe(
     name="moco_v2_synth_r18_digits", method="synth",
     method_args={**SYNTH_ARGS, "delta": 0.04, "bank_size": 1024, "base": "moco_v2",
-                 "base_args": {**MOCO_ARGS, "queue_size": 1024, "momentum": 0.99},
+                 "base_args": DIGITS_MOCO_ARGS,
                  "decoder_channels": [256, 128, 64, 32, 16]},
     backbone=R18, augment=DIGITS_AUGMENT, dataset="digits", train=DIGITS_TRAIN,
     weights=WeightsCfg(paper=SYNTH_PAPER),
