@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
 import time
@@ -31,15 +29,10 @@ from ssl_zoo.data import create_dataset
 from ssl_zoo.evaluation import extract_features, knn_accuracy
 from ssl_zoo.evaluation.linear import linear_probe_on_features
 from ssl_zoo.recipe import get_recipe
+from ssl_zoo.report import machine_info
 from ssl_zoo.transforms import build_view_transform
 
 TRAIN_SUMMARY = "compare_train.json"
-
-
-def machine_info() -> dict[str, Any]:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "nproc": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version()}
 
 
 def train_run(name: str, run_dir: Path, *, epochs: int | None, batch_size: int | None, seed: int,

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+import ssl_zoo
 from ssl_zoo.data import build_train_loader, create_dataset
 from ssl_zoo.recipe import AugmentCfg, get_recipe
 from ssl_zoo.transforms import build_multiview_transform
@@ -81,6 +82,9 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--batches", type=int, default=10, help="timed batches per case")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--markdown", type=Path, default=None, help="write a table with the machine and command")
+    p.add_argument("--train-steps", type=int, default=3,
+                   help="also time this many MoCo v2 ResNet-18 training steps per size (0: skip)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)  # as in a DataLoader worker; the main process's threads belong to the model
@@ -101,12 +105,52 @@ def main(argv=None) -> int:
                          "images_per_s": round(ips, 1)})
             print(f"{name:12s} {what:30s} batch {batch:4d}  workers {w}: {ips:8.1f} images/s (2 views each)",
                   flush=True)
+    steps = []
+    if args.train_steps > 0:
+        torch.set_num_threads(os.cpu_count() or 1)  # the model gets every core, as in training
+        for size, batch in ((32, 64), (224, 16)):
+            ips = measure_train_step(size, batch, args.train_steps)
+            steps.append({"image_size": size, "batch_size": batch, "images_per_s": round(ips, 1)})
+            print(f"training step  MoCo v2 ResNet-18 {size:3d} px batch {batch:3d}: {ips:8.1f} images/s", flush=True)
     info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-            "command": " ".join([Path(sys.executable).name, *sys.argv]), "results": rows}
+            "command": " ".join(["python", *sys.argv]), "results": rows, "train_step": steps}
     if args.json:
         args.json.write_text(json.dumps(info, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(markdown(info))
     tmp.cleanup()
     return 0
+
+
+def measure_train_step(image_size: int, batch: int, steps: int) -> float:
+    """Images/s of full MoCo v2 optimiser steps (forward, backward, SGD, momentum update) on random views."""
+    method = ssl_zoo.create_method("moco_v2_r18_digits", image_size=image_size)
+    opt = torch.optim.SGD([p for g in method.parameter_groups() for p in g["params"]], lr=0.01, momentum=0.9)
+    views = [torch.randn(batch, 3, image_size, image_size) for _ in method.view_names]
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        method(views)["loss"].backward()
+        opt.step()
+        method.after_optimizer_step(0.0)
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - start)
+
+
+def markdown(info: dict) -> str:
+    lines = ["| pipeline case | batch | workers | images/s (2 views each) |", "|---|---|---|---|"]
+    lines += [f"| {r['dataset']}, {r['case']} | {r['batch_size']} | {r['num_workers']} | {r['images_per_s']} |"
+              for r in info["results"]]
+    if info["train_step"]:
+        lines += ["", "| training step (MoCo v2, ResNet-18, random views) | batch | images/s |", "|---|---|---|"]
+        lines += [f"| {r['image_size']} px | {r['batch_size']} | {r['images_per_s']} |" for r in info["train_step"]]
+    lines += ["", f"Machine: `{info['platform']}`, nproc {info['cpu_count']}, torch {info['torch']}.", "",
+              "Command:", "", f"```\n{info['command']}\n```", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

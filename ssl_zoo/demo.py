@@ -86,6 +86,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (smoke test)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override, as for `ssl-zoo train` (e.g. --set base_lr=0.12)")
+    parser.add_argument("--markdown", default=None, metavar="FILE",
+                        help="also write the table, the machine and this command to FILE (docs/results/)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -94,10 +96,16 @@ def run_cli(args: argparse.Namespace) -> int:
     out = run_demo(epochs=args.epochs, output=args.output, seed=args.seed, num_workers=args.num_workers,
                    batch_size=args.batch_size, max_steps=args.max_steps, overrides=parse_overrides(args.overrides))
     recipe = out["recipe"]
-    print(f"\nMoCo v2 ({recipe.backbone.arch}, {recipe.image_size} px) on the embedded digits, "
-          f"{out['train']['epoch']} epochs ({out['train']['step']} steps) in {out['seconds'] / 60:.1f} min; "
-          f"k-NN top-1 on the digits test split (540 images), T={KNN_TEMPERATURE}:\n")
-    print(format_table(out["before"], out["after"]))
+    heading = (f"MoCo v2 ({recipe.backbone.arch}, {recipe.image_size} px) on the embedded digits, "
+               f"{out['train']['epoch']} epochs ({out['train']['step']} steps) in {out['seconds'] / 60:.1f} min; "
+               f"k-NN top-1 on the digits test split (540 images), T={KNN_TEMPERATURE}:")
+    table = format_table(out["before"], out["after"])
+    print(f"\n{heading}\n\n{table}")
+    if args.markdown:
+        from .report import command_line, machine_line
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(f"{heading}\n\n{table}\n\n{machine_line()}\n\nCommand:\n\n"
+                                       f"```\n{command_line('ssl-zoo')}\n```\n")
     print(f"\nWeights: {Path(out['output']) / 'model.safetensors'} (+ config.json); "
           f"load with ssl_zoo.create_model({DEMO_RECIPE!r}, checkpoint={out['output']!r}).")
     return 0

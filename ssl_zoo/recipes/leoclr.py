@@ -14,11 +14,12 @@ runs nothing beyond epochs is given: we use exactly the moco_v2_r18_* settings, 
 methods compare like for like (docs/methods.md lists these reconstructions).
 """
 from ..recipe import AugmentCfg, Recipe, TrainCfg, WeightsCfg, register_recipe
-from .moco import CIFAR_MEAN, CIFAR_STD, DIGITS_AUGMENT, DIGITS_MOCO_ARGS, DIGITS_TRAIN, R18, R50
+from .moco import (CIFAR_MEAN, CIFAR_STD, DIGITS_AUGMENT, DIGITS_MOCO_ARGS, DIGITS_TRAIN, MOCO_ARGS, R18, R50,
+                   STL10_MEAN, STL10_STD)
 
 LEOCLR_PAPER = "arXiv:2403.06813"
-STL10_MEAN, STL10_STD = (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)
-LEOCLR_ARGS = dict(proj_dim=128, queue_size=65536, temperature=0.2, momentum=0.999)
+# LeOCLR keeps MoCo v2's head, queue (K=65536), temperature (0.2) and momentum (0.999).
+LEOCLR_ARGS = dict(MOCO_ARGS)
 
 for name, epochs, desc in [("leoclr_r50_in1k", 200, "200 epochs (paper Tab. 6: 71.7%)"),
                            ("leoclr_r50_in1k_800ep", 800, "800 epochs (paper Tab. 1: 76.2%)")]:

@@ -3,6 +3,7 @@ from ..recipe import AugmentCfg, BackboneCfg, Recipe, TrainCfg, WeightsCfg, regi
 
 MOCO_V2_PAPER = "arXiv:2003.04297"
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+STL10_MEAN, STL10_STD = (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)
 # torchvision-style ResNet as in the official MoCo code: no zero-init of the last BN in each block.
 R50 = BackboneCfg("resnet50", {"zero_init_last": False})
 R18 = BackboneCfg("resnet18", {"zero_init_last": False})
@@ -22,7 +23,7 @@ for name, epochs, desc in [("moco_v2_r50_in1k", 200, "200-epoch schedule"),
 # (K=4096 keys fits the smaller datasets; 800 epochs as in the LeOCLR paper's table).
 for name, dataset, size, mean, std in [
         ("moco_v2_r18_cifar10", "cifar10", 32, CIFAR_MEAN, CIFAR_STD),
-        ("moco_v2_r18_stl10", "stl10", 96, (0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713))]:
+        ("moco_v2_r18_stl10", "stl10", 96, STL10_MEAN, STL10_STD)]:
     register_recipe(Recipe(
         name=name, method="moco_v2", method_args={**MOCO_ARGS, "queue_size": 4096}, backbone=R18,
         augment=AugmentCfg(image_size=size, mean=mean, std=std), dataset=dataset,

@@ -1,0 +1,56 @@
+"""Assemble docs/results.md from the result files the benchmark scripts write into docs/results/.
+
+    python benchmarks/collect_results.py
+
+Nothing here computes or types a number: each section is a file written by the command it
+names (``ssl-zoo demo --markdown``, ``benchmarks/compare.py``, ``benchmarks/data_pipeline.py``,
+``benchmarks/step_time.py``), copied verbatim under a heading. Missing files are listed
+as not yet measured rather than skipped silently.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+
+SECTIONS = [
+    ("`ssl-zoo demo`: MoCo v2 on the embedded digits, k-NN before and after", ["demo_digits.md"]),
+    ("MoCo v2 vs SimSiam vs LeOCLR on the embedded digits, same budget", ["methods_digits.md"]),
+    ("Synthesized pairs (synth) on MoCo v2: variants vs the base, same budget",
+     ["synth_digits.md", "synth_digits_steptime.md", "synth_digits_grid.png"]),
+    ("Data pipeline vs training step throughput", ["data_pipeline.md"]),
+]
+
+
+def build() -> str:
+    out = ["# Measured results", "",
+           "Every number on this page was written by a script of this repository; each section gives the",
+           "command and the machine. Regenerate the page with `python benchmarks/collect_results.py` after",
+           "re-running a section's command. Accuracies are top-1 on the named test split.", ""]
+    for title, files in SECTIONS:
+        out += [f"## {title}", ""]
+        for name in files:
+            path = RESULTS / name
+            if not path.exists():
+                out += [f"_Not measured yet: `docs/results/{name}` is missing._", ""]
+            elif path.suffix == ".png":
+                out += [f"![{name}](results/{name})", ""]
+            else:
+                text = path.read_text().strip()
+                # demote the fragment's own headings below this page's section heading
+                text = "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
+                out += [text, ""]
+    return "\n".join(out)
+
+
+def main() -> int:
+    target = ROOT / "docs" / "results.md"
+    target.write_text(build())
+    print(f"wrote {target}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
