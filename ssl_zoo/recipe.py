@@ -277,6 +277,7 @@ def _method_params(method: str) -> dict[str, Any]:
 
 
 def _checked_method_arg(recipe: Recipe, key: str, value: Any) -> Any:
+    value = _canonical(value)  # a list from JSON / the command line is the same as a tuple
     params = _method_params(recipe.method)
     if params and key not in params:
         raise ValueError(f"Method {recipe.method!r} has no argument {key!r}.{_suggest(key, list(params))} "

@@ -144,3 +144,9 @@ def test_exported_files_are_world_readable(tmp_path):
     os.umask(umask)
     for f in ("model.safetensors", "config.json"):
         assert stat.S_IMODE((out / f).stat().st_mode) == 0o666 & ~umask
+
+
+def test_list_and_tuple_method_args_are_interchangeable():
+    r = ssl_zoo.get_recipe("moco_v2_synth_r18_digits").with_overrides(decoder_channels=[8, 8, 8, 8, 8])
+    assert r.method_args["decoder_channels"] == (8, 8, 8, 8, 8)
+    assert Recipe.from_dict(r.to_dict()) == r
