@@ -4,8 +4,9 @@
 
 Nothing here computes or types a number: each section is a file written by the command it
 names (``ssl-zoo demo --markdown``, ``benchmarks/compare.py``, ``benchmarks/data_pipeline.py``,
-``benchmarks/step_time.py``), copied verbatim under a heading. Missing files are listed
-as not yet measured rather than skipped silently.
+``benchmarks/step_time.py``), copied verbatim under a heading; ``*_notes.md`` files hold the
+hand-written reading of a table, in words only. Missing files are listed as not yet measured
+rather than skipped silently.
 """
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ RESULTS = ROOT / "docs" / "results"
 
 SECTIONS = [
     ("`ssl-zoo demo`: MoCo v2 on the embedded digits, k-NN before and after", ["demo_digits.md"]),
-    ("MoCo v2 vs SimSiam vs LeOCLR on the embedded digits, same budget", ["methods_digits.md"]),
+    ("MoCo v2 vs SimSiam vs LeOCLR on the embedded digits, same budget",
+     ["methods_digits.md", "methods_digits_notes.md"]),
     ("Synthesized pairs (synth) on MoCo v2: variants vs the base, same budget",
-     ["synth_digits.md", "synth_digits_steptime.md", "synth_digits_grid.png"]),
+     ["synth_digits.md", "synth_digits_steptime.md", "synth_digits_grid.png", "synth_digits_notes.md"]),
     ("Data pipeline vs training step throughput", ["data_pipeline.md"]),
 ]
 
