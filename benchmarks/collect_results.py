@@ -20,6 +20,8 @@ SECTIONS = [
     ("`ssl-zoo demo`: MoCo v2 on the embedded digits, k-NN before and after", ["demo_digits.md"]),
     ("MoCo v2 vs SimSiam vs LeOCLR on the embedded digits, same budget",
      ["methods_digits.md", "methods_digits_notes.md"]),
+    ("Benchmark scripts on the demo encoder: k-NN, retrieval, linear probe (label fractions)",
+     ["benchmarks_demo.md", "benchmarks_demo_notes.md"]),
     ("Synthesized pairs (synth) on MoCo v2: variants vs the base, same budget",
      ["synth_digits.md", "synth_digits_steptime.md", "synth_digits_grid.png", "synth_digits_notes.md"]),
     ("Data pipeline vs training step throughput", ["data_pipeline.md"]),

@@ -135,7 +135,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=None,
                         help="crop size (default: the model's pretrained_cfg input size, else 224)")
     parser.add_argument("--batch-size", type=int, default=256, help="global batch size (default 256)")
-    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader workers per process")
+    parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="DataLoader workers per process (default: min(4, CPU count))")
     parser.add_argument("--chunk-size", type=int, default=256, help="queries per similarity block (memory)")
     parser.add_argument("--seed", type=int, default=0, help="classifier init, shuffling and label-fraction subset")
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when a GPU is present")
