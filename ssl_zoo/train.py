@@ -207,22 +207,29 @@ class EpochShardSampler(Sampler[int]):
         return max(0, min(self.num_batches, self.batches_per_epoch()) - self.skip_batches) * self.batch_size
 
 
-def build_dataset(recipe: Recipe, view_names: Sequence[str], data: str | None) -> Dataset:
-    """The recipe's training set, each item ``([view_1, ..., view_n], label)``."""
+def build_dataset(recipe: Recipe, view_names: Sequence[str], data: str | None,
+                  on_error: str = "raise") -> Dataset:
+    """The recipe's training set, each item ``([view_1, ..., view_n], label)``.
+
+    ``on_error="skip"`` replaces unreadable images (and counts them) instead of stopping the run.
+    """
     from .data import create_dataset
     from .transforms import build_multiview_transform
 
     transform = build_multiview_transform(view_names, recipe.augment)
-    return create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=transform)
+    return create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=transform,
+                          on_error=on_error)
 
 
 def build_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: EpochShardSampler,
                  generator: torch.Generator) -> DataLoader:
+    from .data import build_train_loader
+
     # The loader has its own generator (reseeded per epoch), so drawing worker seeds never touches
     # the global RNG: a resumed run consumes exactly the random numbers of an uninterrupted one.
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=True,
-                      pin_memory=torch.cuda.is_available(), generator=generator,
-                      persistent_workers=False)
+    # Workers are not persistent for the same reason: each epoch's workers start from that epoch's seed.
+    return build_train_loader(dataset, batch_size, num_workers, sampler=sampler, generator=generator,
+                              drop_last=True, persistent_workers=False)
 
 
 # -- stopping on signals ----------------------------------------------------------------------------
@@ -278,13 +285,14 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
           seed: int = 0, num_workers: int | None = None, max_steps: int | None = None,
           log_with: str | Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
           method: nn.Module | None = None, log_every: int = 10, dataset: Dataset | None = None,
-          progress_bar: bool = True) -> dict[str, Any]:
+          progress_bar: bool = True, on_error: str = "raise") -> dict[str, Any]:
     """Train a recipe (or a pre-built ``method``) and export its encoder; returns a summary dict.
 
     ``lr`` replaces the recipe's ``base_lr`` (still scaled by global batch / lr_batch_denom).
     ``max_steps`` caps the number of optimiser steps (the schedule then spans ``max_steps``).
     ``resume=True`` continues from ``output/checkpoint.pt``; a path resumes from that file/folder.
     ``dataset`` replaces the recipe's dataset (items ``(list_of_views, label)``).
+    ``on_error="skip"`` replaces unreadable images (warned and counted) instead of stopping.
     Raises :class:`NonFiniteLossError` when the loss is NaN/inf.
     """
     from accelerate import Accelerator
@@ -329,7 +337,7 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
     global_batch = per_process_batch * world * grad_accum
     lr_value = scaled_lr(recipe.train.base_lr, global_batch, recipe.train.lr_batch_denom)
 
-    train_set = dataset if dataset is not None else build_dataset(recipe, method.view_names, data)
+    train_set = dataset if dataset is not None else build_dataset(recipe, method.view_names, data, on_error)
     sampler = EpochShardSampler(len(train_set), per_process_batch, seed, world, accelerator.process_index)
     steps_per_epoch = sampler.batches_per_epoch() // grad_accum
     # Whole accumulation cycles only: left-over micro-batches would leak gradients into the next epoch.
@@ -536,22 +544,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
     parser.add_argument("--log-with", default=None, help="Accelerate tracker: tensorboard, wandb, ... (or all)")
     parser.add_argument("--log-every", type=int, default=10, help="log every N optimiser steps")
+    parser.add_argument("--skip-bad-images", dest="on_error", action="store_const", const="skip", default="raise",
+                        help="replace unreadable/truncated images (a warning names each) instead of stopping")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override, e.g. --set queue_size=4096 --set crop_scale=(0.2,1.0)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from .data import UnreadableImageError
+
     try:
         overrides = parse_overrides(args.overrides)
         result = train(args.recipe, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                        output=args.output, resume=args.resume, mixed_precision=args.mixed_precision,
                        grad_accum=args.grad_accum, seed=args.seed, num_workers=args.num_workers,
                        max_steps=args.max_steps, log_with=args.log_with, overrides=overrides,
-                       log_every=args.log_every)
+                       log_every=args.log_every, on_error=args.on_error)
     except NonFiniteLossError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, KeyError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, KeyError, FileNotFoundError, UnreadableImageError) as exc:  # layout errors are FileNotFoundError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 3 if result["interrupted"] else 0

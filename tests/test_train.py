@@ -241,3 +241,19 @@ def test_cli_trains_from_an_imagefolder(digit_folder: Path, tmp_path: Path, caps
 def test_cli_rejects_bad_overrides(tmp_path: Path, capsys) -> None:
     assert cli_main(["train", RECIPE, "--output", str(tmp_path), "--set", "queue_sise=64"]) == 2
     assert "queue_size" in capsys.readouterr().err  # names the close match
+
+
+def test_bad_image_stops_training_unless_skipping_is_asked(digit_folder: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+    folder = tmp_path / "with_bad_image"
+    shutil.copytree(digit_folder, folder)
+    (folder / "class_0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
+    args = ["train", RECIPE, "--data", str(folder), "--epochs", "1", "--batch-size", "41", "--num-workers", "0",
+            "--set", "queue_size=64", "--set", "arch=test_resnet", "--set", "model_args={}",
+            "--set", "bn_splits=2", "--max-steps", "1"]
+    assert cli_main([*args, "--output", str(tmp_path / "strict")]) == 2
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "--skip-bad-images" in err  # names the file and the way out
+    with pytest.warns(RuntimeWarning, match="broken.png"):
+        assert cli_main([*args, "--output", str(tmp_path / "skip"), "--skip-bad-images"]) == 0
+    assert (tmp_path / "skip" / "model.safetensors").is_file()

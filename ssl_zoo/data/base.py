@@ -99,7 +99,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise UnreadableImageError(
             f"Cannot read image {path}: {exc}. Replace or delete the file, or pass on_error='skip' "
-            f"to create_dataset to skip unreadable images (each skip is warned and counted); `ssl-zoo datasets NAME --data ROOT --check` "
+            f"to create_dataset (`ssl-zoo train ... --skip-bad-images`) to skip unreadable images (each skip is "
+            f"warned and counted); `ssl-zoo datasets NAME --data ROOT --check` "
             f"lists every unreadable file.") from exc
 
 
