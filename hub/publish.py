@@ -1,9 +1,9 @@
 """Publish one entry of the zoo (hub/zoo.json) from a run or converted-model folder.
 
-    python hub/publish.py RECIPE --run-dir runs/RECIPE [--metrics eval.json] [--endpoint URL] [--write]
+    python hub/publish.py RECIPE --run-dir runs/RECIPE [--metrics knn.json linear.json] [--endpoint URL] [--write]
 
 Checks that the folder was produced for RECIPE (config.json's ssl_zoo.recipe), optionally merges
-measured evaluation metrics (a JSON object ``{"knn_top1": 0.91, ...}``) into the published
+measured evaluation metrics (benchmark result files, or ``{"knn_top1": 0.91, ...}``) into the published
 config.json, pushes to the entry's repo with ssl_zoo.push_to_hub (token from HF_TOKEN or
 `hf auth login`), and prints the ``WeightsCfg`` to put in the recipe. ``--write`` records the
 commit, sha256 and metrics in zoo.json. For converted entries, ``--upstream-file`` converts the
@@ -35,6 +35,15 @@ def find_entry(zoo: dict[str, Any], recipe: str) -> dict[str, Any]:
     raise SystemExit(f"publish: {recipe!r} is not in zoo.json (entries: {known}).")
 
 
+def load_metrics(paths: list[str]) -> dict[str, Any]:
+    """Merge metric files: a benchmark result's ``model_index`` block, or a flat ``{name: value}`` object."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        merged.update(data["model_index"] if isinstance(data, dict) and "model_index" in data else data)
+    return merged
+
+
 def stage(run_dir: Path, recipe: str, metrics: dict[str, Any] | None, out: Path) -> Path:
     """Copy the exported encoder to ``out`` with the measured metrics merged into config.json."""
     from ssl_zoo.export import CONFIG_NAME, WEIGHTS_NAME, read_encoder_config
@@ -61,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("recipe")
     parser.add_argument("--run-dir", help="run / model folder holding model.safetensors + config.json")
     parser.add_argument("--upstream-file", help="upstream checkpoint to convert first (converted entries)")
-    parser.add_argument("--metrics", help="JSON file of measured evaluation metrics to publish")
+    parser.add_argument("--metrics", nargs="+", default=[], metavar="JSON",
+                        help="measured evaluation metrics to publish: `ssl-zoo eval` / benchmarks/*.py result "
+                             "files, or a flat {name: number} object")
     parser.add_argument("--endpoint", default=None, help="Hub endpoint (default HF_ENDPOINT / huggingface.co)")
     parser.add_argument("--include-training-state", action="store_true")
     parser.add_argument("--zoo", default=str(ZOO), help="zoo.json to read (and update with --write)")
@@ -73,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     zoo_path = Path(args.zoo)
     zoo = load_zoo(zoo_path)
     entry = find_entry(zoo, args.recipe)
-    metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
+    metrics = load_metrics(args.metrics) or None
     with tempfile.TemporaryDirectory(prefix="ssl_zoo_publish_") as tmp:
         run_dir = Path(args.run_dir) if args.run_dir else None
         if args.upstream_file:

@@ -277,13 +277,20 @@ def test_publish_script_records_the_commit(hub, run_dir, tmp_path, capsys):
     zoo.write_text((Path(__file__).parents[1] / "hub" / "zoo.json").read_text())
     metrics = tmp_path / "eval.json"
     metrics.write_text(json.dumps({"knn_top1": 0.25}))
-    assert publish.main([RECIPE.name, "--run-dir", str(run_dir), "--metrics", str(metrics), "--zoo", str(zoo),
-                         "--write", "--endpoint", hub.url]) == 0
+    # a benchmark result file (benchmarks/retrieval.py --output) feeds the card through its model_index block
+    bench = tmp_path / "retrieval.json"
+    bench.write_text(json.dumps({"protocol": "retrieval", "metrics": {"mAP": 12.5}, "model_index": {
+        "retrieval_mAP": {"value": 12.5, "dataset": "digits", "split": "test", "task": "image-retrieval"}}}))
+    assert publish.main([RECIPE.name, "--run-dir", str(run_dir), "--metrics", str(metrics), str(bench),
+                         "--zoo", str(zoo), "--write", "--endpoint", hub.url]) == 0
     entry = next(e for e in json.loads(zoo.read_text())["entries"] if e["recipe"] == RECIPE.name)
     repo = entry["repo"]
     assert entry["published"]["revision"] == hub.head(repo)
     assert entry["published"]["sha256"] == H.sha256_file(run_dir / "model.safetensors")
-    assert json.loads(hub.file_bytes(repo, "config.json"))["ssl_zoo"]["metrics"]["knn_top1"] == 0.25
+    published_metrics = json.loads(hub.file_bytes(repo, "config.json"))["ssl_zoo"]["metrics"]
+    assert published_metrics["knn_top1"] == 0.25 and published_metrics["retrieval_mAP"]["value"] == 12.5
+    card = hub.file_bytes(repo, "README.md").decode()
+    assert "retrieval_mAP" in card and "image-retrieval" in card
     assert TOKEN not in capsys.readouterr().out
     # the published recipe then loads by name, pinned and verified
     rec = RECIPE.with_overrides(weights={"hf_hub_id": repo, **{k: entry["published"][k] for k in ("revision",
