@@ -41,6 +41,23 @@ def momentum_update_(target: nn.Module, online: nn.Module, momentum: float) -> N
         b_t.copy_(b_o)
 
 
+@torch.no_grad()
+def fifo_write_(buffer: Tensor, ptr: Tensor, rows: Tensor) -> int:
+    """Write the rows of every process (all-gathered, rank order) over the oldest rows of a ring buffer.
+
+    ``ptr`` (a 0-d long tensor) points at the oldest row and advances with wrap-around. Returns the
+    number of rows written. Shared by MoCo's key queue and the synth feature bank.
+    """
+    rows = concat_all_gather(rows.detach().float().contiguous())
+    size = buffer.shape[0]
+    if rows.shape[0] > size:
+        rows = rows[-size:]
+    idx = (ptr + torch.arange(rows.shape[0], device=rows.device)) % size
+    buffer[idx] = rows
+    ptr.copy_((ptr + rows.shape[0]) % size)
+    return rows.shape[0]
+
+
 class MomentumQueueMixin:
     """Momentum key encoder + projection, a queue of keys, and shuffle-BN key encoding."""
 
@@ -97,13 +114,7 @@ class MomentumQueueMixin:
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
         """Replace the oldest queue entries with the keys of every process (wraps around)."""
-        keys = concat_all_gather(keys.float())
-        size = self.queue.shape[0]
-        if keys.shape[0] > size:
-            keys = keys[-size:]
-        idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
-        self.queue[idx] = keys
-        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
+        fifo_write_(self.queue, self.queue_ptr, keys)
 
     @torch.no_grad()
     def update_momentum_encoders(self) -> None:

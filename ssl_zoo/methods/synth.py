@@ -37,11 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..distributed import concat_all_gather
 from ..losses import info_nce, negative_cosine, nt_xent
 from . import get_method_class
 from .base import SSLMethod
-from .moco import MomentumQueueMixin
+from .moco import MomentumQueueMixin, fifo_write_
 
 VARIANTS = ("full", "gradcam", "lowvar", "random")
 DEFAULT_DECODER_CHANNELS = (512, 256, 128, 64, 32)
@@ -239,14 +238,8 @@ class SynthPairs(SSLMethod):
     @torch.no_grad()
     def update_bank(self, h: Tensor) -> None:
         """Replace the oldest rows with the global batch (all processes; wraps around)."""
-        h = concat_all_gather(h.detach().float().contiguous())
-        size = self.bank.shape[0]
-        if h.shape[0] > size:
-            h = h[-size:]
-        idx = (self.bank_ptr + torch.arange(h.shape[0], device=h.device)) % size
-        self.bank[idx] = h
-        self.bank_ptr.copy_((self.bank_ptr + h.shape[0]) % size)
-        self.bank_count.copy_(torch.clamp(self.bank_count + h.shape[0], max=size))
+        written = fifo_write_(self.bank, self.bank_ptr, h)
+        self.bank_count.copy_(torch.clamp(self.bank_count + written, max=self.bank.shape[0]))
 
     def filled_bank(self) -> Tensor:
         return self.bank[: int(self.bank_count)]
