@@ -257,3 +257,19 @@ def test_bad_image_stops_training_unless_skipping_is_asked(digit_folder: Path, t
     with pytest.warns(RuntimeWarning, match="broken.png"):
         assert cli_main([*args, "--output", str(tmp_path / "skip"), "--skip-bad-images"]) == 0
     assert (tmp_path / "skip" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("recipe", ["moco_v2_r18_digits", "leoclr_r18_digits", "simsiam_r18_digits",
+                                    "moco_v2_synth_r18_digits"])
+def test_bf16_mixed_precision_trains_every_method(recipe: str, tmp_path: Path) -> None:
+    """A fresh process each: Accelerate keeps one mixed-precision setting per process."""
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-m", "ssl_zoo.train", recipe, "--mixed-precision", "bf16", "--max-steps", "2",
+           "--batch-size", "8", "--num-workers", "0", "--set", "arch=test_resnet", "--set", "model_args={}",
+           "--output", str(tmp_path / "run")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["ssl_zoo"]["train"]["mixed_precision"] == "bf16"
+    assert config["ssl_zoo"]["train"]["total_steps"] == 2
