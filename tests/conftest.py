@@ -11,3 +11,27 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def launch_two_cpu_processes():
+    """Run ``accelerate launch`` with 2 CPU processes (gloo) on a free port: ``run(args, extra_env) -> proc``.
+
+    ``--multi_gpu`` with ACCELERATE_USE_CPU=1 is what really starts 2 processes on a CPU machine
+    (``--cpu --num_processes 2`` silently runs one).
+    """
+    import socket
+    import subprocess
+    import sys
+
+    def run(args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", **(extra_env or {})}
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               "--main_process_port", str(port), *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+    return run

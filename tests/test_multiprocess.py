@@ -2,10 +2,6 @@
 MoCo's queue receives the keys of both ranks."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -38,21 +34,11 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_stay_in_sync_and_share_the_queue(tmp_path: Path) -> None:
+def test_two_processes_stay_in_sync_and_share_the_queue(tmp_path: Path, launch_two_cpu_processes) -> None:
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     out = tmp_path / "run"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), str(script), str(out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = launch_two_cpu_processes([str(script), str(out)])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     r0 = torch.load(out / "rank0.pt", weights_only=True)

@@ -1,10 +1,6 @@
 """synth through the real training loop: decoder pre-training stage, encoder init, two processes."""
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -73,23 +69,13 @@ def test_encoder_init_offline(monkeypatch):
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, model.num_features)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes(tmp_path):
+def test_two_processes(tmp_path, launch_two_cpu_processes):
     """accelerate launch, 2 CPU processes, 2 steps: the bank holds the global batch on every rank."""
     out = tmp_path / "run"
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), "-m", "ssl_zoo.train", "moco_v2_synth_r18_digits",
-           "--max-steps", "2", "--batch-size", "8", "--num-workers", "0", "--output", str(out),
-           "--set", "arch=test_resnet", "--set", f"base_args={TINY_BASE!r}", "--set", "bank_size=64",
-           "--set", "decoder_channels=[8, 8, 8, 8, 8]"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = launch_two_cpu_processes(
+        ["-m", "ssl_zoo.train", "moco_v2_synth_r18_digits", "--max-steps", "2", "--batch-size", "8",
+         "--num-workers", "0", "--output", str(out), "--set", "arch=test_resnet", "--set", f"base_args={TINY_BASE!r}",
+         "--set", "bank_size=64", "--set", "decoder_channels=[8, 8, 8, 8, 8]"], {"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     state = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
     assert int(state["bank_count"]) == 2 * 8 * 2  # 2 steps x 8 images x 2 processes: gathered
