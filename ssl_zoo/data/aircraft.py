@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import FileImageDataset, check_classes_nonempty, find_base_folder, layout_error, require_dir, require_files
+from .base import FileImageDataset, checked_file_dataset, require_base_folder, layout_error, require_dir, require_files
 from .registry import register_dataset
 
 LAYOUT = """
@@ -26,9 +26,7 @@ def build_aircraft(root: Path | None, split: str, annotation_level: str = "varia
     from torchvision.datasets import FGVCAircraft
 
     root = require_dir("aircraft", root, LAYOUT)
-    base = find_base_folder(root, "fgvc-aircraft-2013b")
-    if base is None:
-        raise layout_error("aircraft", root, "no fgvc-aircraft-2013b/ folder.", LAYOUT)
+    base = require_base_folder("aircraft", root, "fgvc-aircraft-2013b", LAYOUT)
     tv_split = SPLITS[split]
     names = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
     if annotation_level not in names:
@@ -42,9 +40,7 @@ def build_aircraft(root: Path | None, split: str, annotation_level: str = "varia
         raise layout_error("aircraft", root, f"torchvision could not read the annotations: {exc}", LAYOUT) from exc
     # torchvision keeps the file list in `_image_files` / `_labels`; we read images ourselves.
     paths, targets, classes = list(tv._image_files), [int(t) for t in tv._labels], list(tv.classes)
-    require_files("aircraft", root, paths, LAYOUT, "image")
-    check_classes_nonempty("aircraft", root, classes, targets, LAYOUT, split)
-    return FileImageDataset(paths, targets, classes, name="aircraft", root=root, split=split)
+    return checked_file_dataset("aircraft", root, paths, targets, classes, split, LAYOUT)
 
 
 register_dataset("aircraft", build_aircraft, LAYOUT, tuple(SPLITS),

@@ -66,6 +66,14 @@ def check_classes_nonempty(name: str, root: Path | None, classes: Sequence[str],
         raise layout_error(name, root, f"{len(empty)} class(es) have no image in split {split!r}: {shown}", layout)
 
 
+def checked_file_dataset(name: str, root: Path, paths: Sequence[Path], targets: Sequence[int],
+                         classes: Sequence[str], split: str, layout: str) -> "FileImageDataset":
+    """The dataset of a parsed layout, after checking that every listed image exists and no class is empty."""
+    require_files(name, root, paths, layout, "image")
+    check_classes_nonempty(name, root, classes, targets, layout, split)
+    return FileImageDataset(paths, targets, classes, name=name, root=root, split=split)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to 8-bit RGB: 16-bit and float images are rescaled (not clipped),
     transparent images are composited on white (not on whatever colour hides under alpha=0)."""
@@ -280,6 +288,14 @@ def label_fraction_indices(targets: Sequence[int], fraction: float, seed: int = 
         k = max(1, int(math.floor(fraction * len(members) + 0.5)))
         keep.append(members[np.sort(order[:k])])
     return sorted(int(i) for i in np.concatenate(keep)) if keep else []
+
+
+def require_base_folder(name: str, root: Path, base: str, layout: str) -> Path:
+    """``find_base_folder`` or a layout error saying the dataset folder is missing."""
+    found = find_base_folder(root, base)
+    if found is None:
+        raise layout_error(name, root, f"no {base}/ folder.", layout)
+    return found
 
 
 def find_base_folder(root: Path, base: str) -> Path | None:

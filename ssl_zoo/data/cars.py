@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import FileImageDataset, check_classes_nonempty, find_base_folder, layout_error, require_dir, require_files
+from .base import FileImageDataset, checked_file_dataset, require_base_folder, layout_error, require_dir, require_files
 from .registry import register_dataset
 
 LAYOUT = """
@@ -24,9 +24,7 @@ def build_stanford_cars(root: Path | None, split: str, **kwargs: Any) -> FileIma
     from torchvision.datasets import StanfordCars
 
     root = require_dir("stanford_cars", root, LAYOUT)
-    base = find_base_folder(root, "stanford_cars")
-    if base is None:
-        raise layout_error("stanford_cars", root, "no stanford_cars/ folder.", LAYOUT)
+    base = require_base_folder("stanford_cars", root, "stanford_cars", LAYOUT)
     annos = base / "devkit" / "cars_train_annos.mat" if split == "train" else base / "cars_test_annos_withlabels.mat"
     require_files("stanford_cars", root, [base / "devkit" / "cars_meta.mat", annos,
                                           base / ("cars_train" if split == "train" else "cars_test")], LAYOUT)
@@ -38,9 +36,7 @@ def build_stanford_cars(root: Path | None, split: str, **kwargs: Any) -> FileIma
     paths = [p for p, _ in tv._samples]
     targets = [int(t) for _, t in tv._samples]
     classes = [str(c) for c in tv.classes]
-    require_files("stanford_cars", root, paths, LAYOUT, "image")
-    check_classes_nonempty("stanford_cars", root, classes, targets, LAYOUT, split)
-    return FileImageDataset(paths, targets, classes, name="stanford_cars", root=root, split=split)
+    return checked_file_dataset("stanford_cars", root, paths, targets, classes, split, LAYOUT)
 
 
 register_dataset("stanford_cars", build_stanford_cars, LAYOUT, ("train", "test"),

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import ArrayImageDataset, find_base_folder, layout_error, require_dir, require_files
+from .base import ArrayImageDataset, require_base_folder, layout_error, require_dir, require_files
 from .registry import register_dataset
 
 LAYOUT_10 = """
@@ -49,9 +49,7 @@ def _build(name: str, tv_name: str, base_name: str, layout: str, root: Path | No
 
     tv_cls = getattr(tvd, tv_name)
     root = require_dir(name, root, layout)
-    base = find_base_folder(root, base_name)
-    if base is None:
-        raise layout_error(name, root, f"no {base_name}/ folder.", layout)
+    base = require_base_folder(name, root, base_name, layout)
     files = [f for f, _ in tv_cls.train_list + tv_cls.test_list] + [tv_cls.meta["filename"]]
     require_files(name, root, [base / f for f in files], layout)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import FileImageDataset, check_classes_nonempty, layout_error, require_dir, require_files
+from .base import FileImageDataset, checked_file_dataset, layout_error, require_dir, require_files
 from .registry import register_dataset
 
 LAYOUT = """
@@ -56,9 +56,7 @@ def build_cub(root: Path | None, split: str, **kwargs: Any) -> FileImageDataset:
     targets = [int(labels[i]) - 1 for i in ids]
     if any(not 0 <= t < len(classes) for t in targets):
         raise layout_error("cub200", root, "image_class_labels.txt has class ids outside classes.txt.", LAYOUT)
-    require_files("cub200", root, paths, LAYOUT, "image")
-    check_classes_nonempty("cub200", root, classes, targets, LAYOUT, split)
-    return FileImageDataset(paths, targets, classes, name="cub200", root=root, split=split)
+    return checked_file_dataset("cub200", root, paths, targets, classes, split, LAYOUT)
 
 
 register_dataset("cub200", build_cub, LAYOUT, ("train", "test"),

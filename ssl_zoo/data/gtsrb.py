@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import FileImageDataset, check_classes_nonempty, find_base_folder, layout_error, require_dir, require_files
+from .base import FileImageDataset, checked_file_dataset, require_base_folder, layout_error, require_dir, require_files
 from .registry import register_dataset
 
 LAYOUT = """
@@ -24,9 +24,7 @@ def build_gtsrb(root: Path | None, split: str, **kwargs: Any) -> FileImageDatase
     from torchvision.datasets import GTSRB
 
     root = require_dir("gtsrb", root, LAYOUT)
-    base = find_base_folder(root, "gtsrb")
-    if base is None:
-        raise layout_error("gtsrb", root, "no gtsrb/ folder.", LAYOUT)
+    base = require_base_folder("gtsrb", root, "gtsrb", LAYOUT)
     if split == "train":
         require_files("gtsrb", root, [base / "GTSRB" / "Training"], LAYOUT, "folder")
         folders = sorted(p.name for p in (base / "GTSRB" / "Training").iterdir() if p.is_dir())
@@ -47,9 +45,7 @@ def build_gtsrb(root: Path | None, split: str, **kwargs: Any) -> FileImageDatase
     targets = [int(t) for _, t in tv._samples]
     if any(not 0 <= t < NUM_CLASSES for t in targets):
         raise layout_error("gtsrb", root, "GT-final_test.csv has ClassId outside 0..42.", LAYOUT)
-    require_files("gtsrb", root, paths, LAYOUT, "image")
-    check_classes_nonempty("gtsrb", root, CLASSES, targets, LAYOUT, split)
-    return FileImageDataset(paths, targets, CLASSES, name="gtsrb", root=root, split=split)
+    return checked_file_dataset("gtsrb", root, paths, targets, CLASSES, split, LAYOUT)
 
 
 register_dataset("gtsrb", build_gtsrb, LAYOUT, ("train", "test"),

@@ -5,7 +5,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
-from .base import FileImageDataset, check_classes_nonempty, layout_error, require_dir, require_files
+from .base import FileImageDataset, checked_file_dataset, layout_error, require_dir, require_files
 from .registry import register_dataset
 
 LAYOUT = """
@@ -53,9 +53,7 @@ def build_isic2017(root: Path | None, split: str, **kwargs: Any) -> FileImageDat
                                    "seborrheic keratosis.", LAYOUT)
             paths.append(images / f"{row['image_id']}.jpg")
             targets.append(0 if mel else 1 if sk else 2)  # neither -> nevus (benign)
-    require_files("isic2017", root, paths, LAYOUT, "image")
-    check_classes_nonempty("isic2017", root, CLASSES, targets, LAYOUT, split)
-    return FileImageDataset(paths, targets, CLASSES, name="isic2017", root=root, split=split)
+    return checked_file_dataset("isic2017", root, paths, targets, CLASSES, split, LAYOUT)
 
 
 register_dataset("isic2017", build_isic2017, LAYOUT, ("train", "val", "test"),

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import ArrayImageDataset, find_base_folder, layout_error, require_dir, require_files
+from .base import ArrayImageDataset, require_base_folder, layout_error, require_dir, require_files
 from .registry import register_dataset
 
 LAYOUT = """
@@ -50,9 +50,7 @@ def build_stl10(root: Path | None, split: str, verify_checksums: bool = True, fo
     if kwargs:
         raise TypeError(f"stl10 takes verify_checksums and folds, got {sorted(kwargs)}")
     root = require_dir("stl10", root, LAYOUT)
-    base = find_base_folder(root, "stl10_binary")
-    if base is None:
-        raise layout_error("stl10", root, "no stl10_binary/ folder.", LAYOUT)
+    base = require_base_folder("stl10", root, "stl10_binary", LAYOUT)
     require_files("stl10", root, [base / f for f in NEEDS[split]], LAYOUT)
     try:
         tv = _reader(verify_checksums, NEEDS[split])(str(base.parent), split=split, folds=folds, download=False)
