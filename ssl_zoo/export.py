@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from .recipe import Recipe
@@ -80,9 +80,7 @@ def save_encoder(encoder: nn.Module, out_dir: str | os.PathLike, recipe: Recipe 
         "ssl_zoo": ssl_info,
     }
     state = encoder_state_dict(encoder)
-    from safetensors.torch import save as save_bytes
-
-    atomic_write_bytes(out / WEIGHTS_NAME, save_bytes(state, metadata={"format": "pt"}))
+    atomic_write_bytes(out / WEIGHTS_NAME, safetensors_bytes(state, metadata={"format": "pt"}))
     atomic_write_bytes(out / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=False) + "\n").encode())
     return out
 
