@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 from torch import nn
 
 from .methods import SSLMethod, get_method_class
@@ -57,12 +56,9 @@ def init_backbone_(model: nn.Module, init: str) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"Encoder init file {init!r} does not exist. Use 'timm:<arch.tag>' for timm "
                                     f"weights, a path to a .safetensors/.pth state dict, or None.")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            state = state.get("state_dict", state)
+        from .convert import load_upstream, state_dict_of  # safetensors, or a weights_only pickle
+
+        state = state_dict_of(load_upstream(path))
     head = getattr(model, "default_cfg", {}).get("classifier", "fc")
     state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
     result = model.load_state_dict(state, strict=False)
