@@ -25,12 +25,10 @@ from typing import Any, Sequence
 import torch
 
 import ssl_zoo
-from ssl_zoo.data import create_dataset
-from ssl_zoo.evaluation import extract_features, knn_accuracy
+from ssl_zoo.evaluation import knn_accuracy, recipe_split_features
 from ssl_zoo.evaluation.linear import linear_probe_on_features
 from ssl_zoo.recipe import get_recipe
 from ssl_zoo.report import machine_info
-from ssl_zoo.transforms import build_view_transform
 
 TRAIN_SUMMARY = "compare_train.json"
 
@@ -66,17 +64,13 @@ def train_run(name: str, run_dir: Path, *, epochs: int | None, batch_size: int |
 
 
 def evaluate_encoder(encoder: torch.nn.Module, recipe_name: str, seed: int, data: str | None) -> dict[str, float]:
-    recipe = get_recipe(recipe_name)
-    transform = build_view_transform("eval", recipe.augment)
-    train_set = create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=transform)
-    test_set = create_dataset(recipe.dataset, root=data, split="test", transform=transform)
-    train_x, train_y = extract_features(encoder, train_set, batch_size=256)
-    test_x, test_y = extract_features(encoder, test_set, batch_size=256)
+    # The k-NN bank and probe training set are the labelled train split, whatever split pre-training read.
+    train_x, train_y, test_x, test_y = recipe_split_features(encoder, get_recipe(recipe_name), data)
     return {"knn20_top1": knn_accuracy(train_x, train_y, test_x, test_y, k=20),
             "knn200_top1": knn_accuracy(train_x, train_y, test_x, test_y, k=200),
             # MoCo-protocol probe (SGD lr 30, 100 epochs, steps at 60/80) on cached frozen features.
             "linear_top1": linear_probe_on_features(train_x, train_y, test_x, test_y, seed=seed)["top1"],
-            "n_train": len(train_set), "n_test": len(test_set)}
+            "n_train": len(train_y), "n_test": len(test_y)}
 
 
 def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any], command: str) -> str:

@@ -22,15 +22,9 @@ KNN_TEMPERATURE = 0.07
 
 def knn_table(encoder: nn.Module, recipe: Any, num_workers: int = 0) -> dict[str, float]:
     """k-NN top-1 accuracy (%) on the digits test split, the train split as memory bank."""
-    from .data import create_dataset
-    from .evaluation import extract_features, knn_accuracy
-    from .transforms import build_view_transform
+    from .evaluation import knn_accuracy, recipe_split_features
 
-    transform = build_view_transform("eval", recipe.augment)
-    bank = create_dataset("digits", split="train", transform=transform)
-    test = create_dataset("digits", split="test", transform=transform)
-    train_f, train_y = extract_features(encoder, bank, batch_size=256, num_workers=num_workers)
-    test_f, test_y = extract_features(encoder, test, batch_size=256, num_workers=num_workers)
+    train_f, train_y, test_f, test_y = recipe_split_features(encoder, recipe, num_workers=num_workers)
     return {f"knn{k}": 100.0 * knn_accuracy(train_f, train_y, test_f, test_y, k=k, temperature=KNN_TEMPERATURE)
             for k in KS}
 

@@ -6,12 +6,12 @@ show percentages. See docs/benchmarks.md for the protocols.
 from __future__ import annotations
 
 from .cli import configure_parser, load_encoder, markdown_row, run_benchmark, run_cli
-from .features import extract_features, make_loader
+from .features import extract_features, make_loader, recipe_split_features
 from .linear import LinearProbeCfg, dataset_num_classes, linear_probe, linear_probe_on_features, make_classifier
 from .metrics import knn_accuracy, knn_predict, queries_without_positive, retrieval_metrics, topk_accuracy
 
 __all__ = [
-    "extract_features", "make_loader", "knn_accuracy", "knn_predict", "retrieval_metrics",
+    "extract_features", "make_loader", "recipe_split_features", "knn_accuracy", "knn_predict", "retrieval_metrics",
     "queries_without_positive", "topk_accuracy", "LinearProbeCfg", "linear_probe", "linear_probe_on_features",
     "make_classifier", "dataset_num_classes", "configure_parser", "run_cli", "run_benchmark", "load_encoder",
     "markdown_row",

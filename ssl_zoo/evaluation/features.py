@@ -113,3 +113,18 @@ def _module_device(module: Any) -> torch.device:
         for tensor in module.buffers():
             return tensor.device
     return torch.device("cpu")
+
+
+def recipe_split_features(encoder: nn.Module | Callable[[Tensor], Tensor], recipe: Any, data: str | None = None,
+                          batch_size: int = 256, num_workers: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(train_x, train_y, test_x, test_y)``: features of the recipe's dataset, labelled train and test splits,
+    through the recipe's ``"eval"`` view (the k-NN bank / probe training set and the test queries)."""
+    from ..data import create_dataset
+    from ..transforms import build_view_transform
+
+    transform = build_view_transform("eval", recipe.augment)
+    out: list[Tensor] = []
+    for split in ("train", "test"):
+        dataset = create_dataset(recipe.dataset, root=data, split=split, transform=transform)
+        out.extend(extract_features(encoder, dataset, batch_size=batch_size, num_workers=num_workers))
+    return out[0], out[1], out[2], out[3]
