@@ -28,7 +28,7 @@ import ssl_zoo
 from ssl_zoo.evaluation import knn_accuracy, recipe_split_features
 from ssl_zoo.evaluation.linear import linear_probe_on_features
 from ssl_zoo.recipe import get_recipe
-from ssl_zoo.report import machine_info
+from ssl_zoo.report import machine_info, machine_line
 
 TRAIN_SUMMARY = "compare_train.json"
 
@@ -81,8 +81,7 @@ def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any], command:
         ips = f"{r['images_per_s']:.1f}" if r.get("images_per_s") is not None else "-"
         lines.append(f"| {r['method']} | `{r['recipe']}` | {r['epochs']} | {100 * r['knn20_top1']:.2f}% | "
                      f"{100 * r['knn200_top1']:.2f}% | {100 * r['linear_top1']:.2f}% | {wall} | {ips} |")
-    lines += ["", f"Machine: `{machine['platform']}`, nproc {machine['nproc']}, torch {machine['torch']} "
-              f"({machine['torch_threads']} threads), Python {machine['python']}.", "",
+    lines += ["", machine_line(machine), "",
               "Command:", "", "```", command, "```", ""]
     return "\n".join(lines)
 

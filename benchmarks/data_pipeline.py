@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from PIL import Image
 import ssl_zoo
 from ssl_zoo.data import build_train_loader, create_dataset
 from ssl_zoo.recipe import AugmentCfg, get_recipe
+from ssl_zoo.report import command_line, machine_info, machine_line
 from ssl_zoo.transforms import build_multiview_transform
 
 SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "page", "text", "clock", "horse",
@@ -112,8 +112,8 @@ def main(argv=None) -> int:
             ips = measure_train_step(size, batch, args.train_steps)
             steps.append({"image_size": size, "batch_size": batch, "images_per_s": round(ips, 1)})
             print(f"training step  MoCo v2 ResNet-18 {size:3d} px batch {batch:3d}: {ips:8.1f} images/s", flush=True)
-    info = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-            "command": " ".join(["python", *sys.argv]), "results": rows, "train_step": steps}
+    info = {"machine": machine_info(), "command": command_line("python benchmarks/data_pipeline.py", argv),
+            "results": rows, "train_step": steps}
     if args.json:
         args.json.write_text(json.dumps(info, indent=2) + "\n")
     if args.markdown:
@@ -148,7 +148,7 @@ def markdown(info: dict) -> str:
     if info["train_step"]:
         lines += ["", "| training step (MoCo v2, ResNet-18, random views) | batch | images/s |", "|---|---|---|"]
         lines += [f"| {r['image_size']} px | {r['batch_size']} | {r['images_per_s']} |" for r in info["train_step"]]
-    lines += ["", f"Machine: `{info['platform']}`, nproc {info['cpu_count']}, torch {info['torch']}.", "",
+    lines += ["", machine_line(info["machine"]), "",
               "Command:", "", f"```\n{info['command']}\n```", ""]
     return "\n".join(lines)
 
