@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 
 from .recipe import (AugmentCfg, BackboneCfg, Recipe, TrainCfg, WeightsCfg, get_recipe, list_models,
                      list_pretrained, register_recipe)
+from . import backbones  # noqa: F401  (registers the CIFAR ResNets with timm)
 from .factory import create_backbone, create_method, create_model
 from .methods import register_method
 

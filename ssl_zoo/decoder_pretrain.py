@@ -6,10 +6,14 @@ resized. This module contributes only a tiny ``SSLMethod`` (frozen encoder + dec
 view) and the recipe changes (Adam, constant lr); the one training loop ``ssl_zoo.train.train``
 does the rest (checkpoints, ``--resume``, multi-process). At the end the decoder is exported as
 ``OUTPUT/decoder.safetensors``, which a synth run loads with ``--set decoder_weights=...``.
+
+``ssl-zoo train <synth recipe>`` runs this stage itself (``run_decoder_stage``) into
+``RUN/decoder_pretrain`` for the recipe's ``decoder_pretrain_epochs`` when no decoder is given.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +27,7 @@ from .methods.synth import DEFAULT_DECODER_CHANNELS, FeatureDecoder
 from .recipe import Recipe
 
 DECODER_FILE = "decoder.safetensors"
+STAGE_DIR = "decoder_pretrain"  # inside a synth run folder
 DEFAULT_EPOCHS = 200  # paper
 ADAM_LR = 1e-3  # the paper's value is not legible; Adam's usual default
 
@@ -61,9 +66,7 @@ def pretraining_overrides(recipe: Recipe, epochs: int | None = None, lr: float =
     if recipe.method != "synth":
         raise ValueError(f"Recipe {recipe.name!r} uses method {recipe.method!r}; pretrain-decoder needs a synth "
                          f"recipe (`ssl-zoo list '*synth*'`).")
-    from .recipes.synth import DECODER_PRETRAIN_EPOCHS
-
-    n_epochs = epochs if epochs is not None else DECODER_PRETRAIN_EPOCHS.get(recipe.name, DEFAULT_EPOCHS)
+    n_epochs = epochs if epochs is not None else int(recipe.method_args.get("decoder_pretrain_epochs") or DEFAULT_EPOCHS)
     return {"name": f"{recipe.name}_decoder", "description": f"decoder pre-training for {recipe.name}",
             "train": {"optimizer": "adam", "base_lr": lr, "lr_batch_denom": recipe.train.batch_size,
                       "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0, "epochs": n_epochs}}
@@ -125,11 +128,33 @@ def pretrain_decoder(recipe_or_name: str | Recipe, *, data: str | None = None, e
     return result
 
 
+def run_decoder_stage(recipe: Recipe, run_dir: str | Path, *, epochs: int, resume: bool = False,
+                      **train_kwargs: Any) -> tuple[Path | None, dict[str, Any] | None]:
+    """The decoder stage of a synth run: ``(decoder file, None)``, or ``(None, result)`` if interrupted.
+
+    With ``resume`` a finished stage is skipped and an interrupted one continues from its checkpoint.
+    """
+    from .checkpoint import CHECKPOINT_NAME
+
+    stage_dir = Path(run_dir) / STAGE_DIR
+    done = stage_dir / DECODER_FILE
+    if resume and done.is_file():
+        return done, None
+    stage_resume = resume and (stage_dir / CHECKPOINT_NAME).is_file()
+    if os.environ.get("RANK", "0") == "0":  # one line, not one per process
+        print(f"{recipe.name}: pre-training the decoder for {epochs} epochs (encoder frozen) into {stage_dir}"
+              + (" (resuming)" if stage_resume else ""))
+    result = pretrain_decoder(recipe, output=stage_dir, epochs=epochs, resume=stage_resume, **train_kwargs)
+    if result["interrupted"]:
+        return None, result
+    return Path(result["decoder"]), None
+
+
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="a synth recipe, e.g. moco_v2_synth_r50_cub (its encoder init and decoder)")
     parser.add_argument("--data", default=None, help="dataset folder")
     parser.add_argument("--epochs", type=int, default=None, help=f"default: the recipe's ({DEFAULT_EPOCHS} in the paper)")
-    parser.add_argument("--batch-size", type=int, default=None, help="per-process batch (default: the recipe's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="global batch (default: the recipe's)")
     parser.add_argument("--lr", type=float, default=ADAM_LR, help="Adam learning rate at the recipe's batch size")
     parser.add_argument("--output", default=None, help="run folder (default runs/RECIPE_decoder)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
@@ -168,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(parser.parse_args(argv))
 
 
-__all__ = ["DecoderPretraining", "pretrain_decoder", "pretraining_overrides", "build_pretraining_method",
+__all__ = ["DecoderPretraining", "pretrain_decoder", "run_decoder_stage", "pretraining_overrides", "build_pretraining_method",
            "save_decoder", "export_decoder_from_checkpoint", "configure_parser", "run_cli"]
 
 if __name__ == "__main__":

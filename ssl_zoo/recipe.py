@@ -57,11 +57,19 @@ class AugmentCfg:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: str = "bilinear"
+    # Evaluation view: Resize(image_size / eval_crop_pct) + CenterCrop(image_size). 0.875 is the
+    # ImageNet protocol (256 -> 224); 1.0 evaluates the whole image (the CIFAR protocol).
+    eval_crop_pct: float = 0.875
 
 
 @dataclass(frozen=True)
 class TrainCfg:
-    """Training defaults; the learning rate is ``base_lr * global_batch / lr_batch_denom``."""
+    """Training defaults; the learning rate is ``base_lr * batch_size / lr_batch_denom``.
+
+    ``batch_size`` is the GLOBAL batch, as papers and official scripts give it: each process
+    gets ``batch_size / (processes x grad_accum)`` images per micro-step, so a recipe is the same
+    experiment on 1, 2 or 8 processes.
+    """
 
     epochs: int = 200
     batch_size: int = 256
@@ -74,6 +82,10 @@ class TrainCfg:
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
     num_workers: int = 2
+    # Official MoCo / SimSiam decay every parameter; False exempts norm weights and biases (ndim <= 1).
+    decay_norm_and_bias: bool = True
+    # One BatchNorm group over every process (official SimSiam converts its model to SyncBatchNorm).
+    sync_bn: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,7 +139,7 @@ class Recipe:
             "url": self.weights.url,
             "input_size": (3, size, size),
             "interpolation": self.augment.interpolation,
-            "crop_pct": 0.875,
+            "crop_pct": self.augment.eval_crop_pct,
             "mean": tuple(self.augment.mean),
             "std": tuple(self.augment.std),
             "num_classes": 0,

@@ -7,11 +7,16 @@ LeOCLR, the synth add-on and any registered method train through it unchanged.
     ssl-zoo train moco_v2_r18_digits --epochs 2 --output runs/x
     accelerate launch -m ssl_zoo.train moco_v2_r18_digits --output runs/y
 
-Learning rate: ``lr = base_lr * global_batch / lr_batch_denom`` where global batch =
-per-process batch x processes x grad_accum; ``--lr`` replaces ``base_lr`` (it is still
-scaled). Cosine schedule with linear warm-up, stepped once per optimiser step;
-``fix_lr`` parameter groups (e.g. SimSiam's predictor) keep the scaled lr. No weight
-decay on norm and bias parameters (``ndim <= 1``).
+Batch: the recipe's ``batch_size`` (and ``--batch-size``) is the GLOBAL batch; each process
+takes ``batch_size / (processes x grad_accum)`` images per micro-step (an error names the
+numbers when that does not divide), so a paper recipe is the paper's experiment on 1, 2 or 8
+processes. Learning rate: ``lr = base_lr * global_batch / lr_batch_denom``; ``--lr`` replaces
+``base_lr`` (it is still scaled). Cosine schedule with linear warm-up, stepped once per
+optimiser step; ``fix_lr`` parameter groups (e.g. SimSiam's predictor) keep the scaled lr.
+Weight decay reaches every parameter (official MoCo / SimSiam); ``decay_norm_and_bias=False``
+exempts norm weights and biases (``ndim <= 1``). ``sync_bn=True`` normalises BatchNorm over all
+processes (``ssl_zoo.batchnorm``). Before training, the method's ``prepare_run`` may run stages
+of its own (synth pre-trains its decoder into ``OUTPUT/decoder_pretrain``).
 
 Output folder: ``checkpoint.pt`` (every epoch and on Ctrl-C / SIGTERM, atomic),
 ``log.jsonl`` (one JSON object per logged step and per epoch), and at the end the
@@ -86,8 +91,23 @@ def scaled_lr(base_lr: float, global_batch: int, lr_batch_denom: int) -> float:
     return base_lr * global_batch / lr_batch_denom
 
 
-def build_param_groups(method: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """Split each of the method's groups into decayed weights and undecayed norm/bias (ndim <= 1) tensors."""
+def per_process_batch_size(global_batch: int, num_processes: int, grad_accum: int) -> int:
+    """The images one process takes per micro-step for a global batch; an error when it does not divide."""
+    parts = num_processes * grad_accum
+    if global_batch < 1 or global_batch % parts:
+        raise ValueError(f"The global batch {global_batch} cannot be split over {num_processes} process(es) x "
+                         f"grad_accum {grad_accum} = {parts} equal parts. Choose a --batch-size that is a multiple "
+                         f"of {parts}, or change the number of processes / --grad-accum.")
+    return global_batch // parts
+
+
+def build_param_groups(method: nn.Module, lr: float, weight_decay: float,
+                       decay_norm_and_bias: bool = True) -> list[dict[str, Any]]:
+    """The method's groups with their lr and weight decay.
+
+    ``decay_norm_and_bias=False`` splits each group into decayed weights and undecayed norm/bias
+    (ndim <= 1) tensors; by default every parameter is decayed, as the official code does.
+    """
     groups = method.parameter_groups() if hasattr(method, "parameter_groups") else [
         {"name": "all", "params": [p for p in method.parameters() if p.requires_grad], "fix_lr": False}]
     out: list[dict[str, Any]] = []
@@ -101,9 +121,12 @@ def build_param_groups(method: nn.Module, lr: float, weight_decay: float) -> lis
         name = str(group.get("name", f"group{i}"))
         fix_lr = bool(group.get("fix_lr", False))
         group_lr = float(group.get("lr", lr))
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        for suffix, ps, wd in ((".decay", decay, weight_decay), (".no_decay", no_decay, 0.0)):
+        if decay_norm_and_bias:
+            split = [("", params, weight_decay)]
+        else:
+            split = [(".decay", [p for p in params if p.ndim > 1], weight_decay),
+                     (".no_decay", [p for p in params if p.ndim <= 1], 0.0)]
+        for suffix, ps, wd in split:
             if ps:
                 out.append({"params": ps, "lr": group_lr, "weight_decay": wd, "name": name + suffix,
                             "fix_lr": fix_lr})
@@ -304,14 +327,28 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}.")
     out_dir = Path(output) if output is not None else Path("runs") / recipe.name
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    # The embedded digits need no folder: a folder given to a digits recipe is a user's own images.
+    folder_for_digits = data is not None and recipe.dataset == "digits" and dataset is None
+    if folder_for_digits:
+        recipe = recipe.with_overrides(dataset="imagefolder")
+    if method is None:
+        # Stages a method needs before training (synth: decoder pre-training), each resumable.
+        from .methods import get_method_class
+        stage_kwargs = dict(data=data, seed=seed, num_workers=num_workers, mixed_precision=mixed_precision,
+                            grad_accum=grad_accum, progress_bar=progress_bar, on_error=on_error)
+        prepared, stage_stop = get_method_class(recipe.method).prepare_run(
+            recipe, out_dir, resume=bool(resume), custom_dataset=dataset is not None, **stage_kwargs)
+        if stage_stop is not None:  # a stage was interrupted: its own checkpoint holds the work
+            return stage_stop
+        if prepared != recipe and resume is True and not ckpt_path.is_file():
+            resume = False  # the stages are done and main training has not started yet
+        recipe = prepared
     accelerator = Accelerator(mixed_precision=mixed_precision, log_with=log_with, project_dir=str(out_dir))
     log = accelerator.print
-    if data is not None and recipe.dataset == "digits" and dataset is None:
-        # The embedded digits need no folder: a folder given to a digits recipe is a user's own images.
+    if folder_for_digits:
         log(f"--data {data}: recipe {recipe.name!r} trains on the embedded digits, so this folder is read as "
             f"'imagefolder' (one sub-folder of images per class).")
-        recipe = recipe.with_overrides(dataset="imagefolder")
-    ckpt_path = out_dir / CHECKPOINT_NAME
 
     resume_state = None
     if resume:
@@ -324,17 +361,21 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
                              f"same recipe and options as the first run, or choose another --output.")
         log(f"Resuming from {source} at epoch {resume_state['epoch']}, step {resume_state['step']}.")
 
+    world = accelerator.num_processes
+    global_batch = recipe.train.batch_size
+    per_process_batch = per_process_batch_size(global_batch, world, grad_accum)
+
     # Same seed everywhere for the model (identical initial weights on every process) ...
     set_seed(seed)
     if method is None:
         from .factory import create_method
         method = create_method(recipe)
+    if recipe.train.sync_bn and world > 1:
+        from .batchnorm import convert_sync_batchnorm
+        method = convert_sync_batchnorm(method, accelerator.device)
     # ... then a per-process seed for augmentations and shuffle-BN permutations.
     set_seed(seed, device_specific=True)
 
-    per_process_batch = recipe.train.batch_size
-    world = accelerator.num_processes
-    global_batch = per_process_batch * world * grad_accum
     lr_value = scaled_lr(recipe.train.base_lr, global_batch, recipe.train.lr_batch_denom)
 
     train_set = dataset if dataset is not None else build_dataset(recipe, method.view_names, data, on_error)
@@ -344,8 +385,8 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
     sampler.num_batches = steps_per_epoch * grad_accum
     if steps_per_epoch < 1:
         raise ValueError(f"The training set has {len(train_set)} images, fewer than one optimiser step needs "
-                         f"(batch {per_process_batch} x {world} processes x grad_accum {grad_accum}). Lower "
-                         f"--batch-size or --grad-accum.")
+                         f"(global batch {global_batch} = {per_process_batch} x {world} processes x grad_accum "
+                         f"{grad_accum}). Lower --batch-size.")
     total_steps = recipe.train.epochs * steps_per_epoch
     if max_steps is not None:
         total_steps = min(total_steps, max_steps)
@@ -353,21 +394,22 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
     loader_gen = torch.Generator()
     loader = build_loader(train_set, per_process_batch, workers, sampler, loader_gen)
 
-    groups = build_param_groups(method, lr_value, recipe.train.weight_decay)
+    groups = build_param_groups(method, lr_value, recipe.train.weight_decay, recipe.train.decay_norm_and_bias)
     optimizer = build_optimizer(groups, recipe)
     scheduler = build_scheduler(optimizer, recipe, total_steps, steps_per_epoch)
     model, optimizer = accelerator.prepare(method, optimizer)
     unwrapped = _unwrap(accelerator, model)
 
-    run_info = {"global_batch": global_batch, "num_processes": world, "grad_accum": grad_accum, "lr": lr_value,
+    run_info = {"global_batch": global_batch, "per_process_batch": per_process_batch, "num_processes": world,
+                "grad_accum": grad_accum, "lr": lr_value,
                 "total_steps": total_steps, "steps_per_epoch": steps_per_epoch}
     step, epoch, micro_done = 0, 0, 0
     if resume_state is not None:
         old = resume_state["run"]
         changed = {k: (old.get(k), v) for k, v in run_info.items() if old.get(k) != v}
         if changed:
-            raise ValueError(f"Cannot resume: the run geometry changed {changed} (old, new). Use the same batch size, "
-                             f"number of processes, --grad-accum and --max-steps as the first run.")
+            raise ValueError(f"Cannot resume: the run geometry changed {changed} (old, new). Use the same global batch "
+                             f"size, number of processes, --grad-accum and --max-steps as the first run.")
         unwrapped.load_state_dict(resume_state["model"])
         optimizer.optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
@@ -531,7 +573,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe name (see `ssl-zoo list`)")
     parser.add_argument("--data", default=None, help="dataset folder (a digits recipe reads it as imagefolder)")
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--batch-size", type=int, default=None, help="per-process batch size")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="GLOBAL batch size over all processes and accumulation steps (default: the recipe's); "
+                             "each process takes batch / (processes x grad_accum) images per step")
     parser.add_argument("--lr", type=float, default=None,
                         help="base lr, replaces the recipe's base_lr; still scaled by global batch / lr_batch_denom")
     parser.add_argument("--output", default=None, help="run folder (default runs/RECIPE)")
@@ -575,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(parser.parse_args(argv))
 
 
-__all__ = ["train", "resolve_recipe", "parse_overrides", "scaled_lr", "build_param_groups", "build_optimizer",
+__all__ = ["train", "resolve_recipe", "parse_overrides", "scaled_lr", "per_process_batch_size", "build_param_groups", "build_optimizer",
            "build_scheduler", "WarmupCosine", "EpochShardSampler", "NonFiniteLossError", "configure_parser",
            "run_cli", "main"]
 

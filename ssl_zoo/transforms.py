@@ -4,7 +4,8 @@
 ``"original"`` LeOCLR's original view: the whole image resized (no crop), then the same
                colour / grayscale / blur / flip augmentations.
 ``"plain"``    the image only resized (synth's reconstruction target).
-``"eval"``     Resize(size / crop_pct) + CenterCrop(size), the evaluation transform.
+``"eval"``     Resize(size / crop_pct) + CenterCrop(size), the evaluation transform; crop_pct is the
+               recipe's ``eval_crop_pct`` (1.0 for the CIFAR protocol: the whole 32x32 image).
 """
 from __future__ import annotations
 
@@ -41,9 +42,13 @@ def _finish(cfg: AugmentCfg) -> list[Callable]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)]
 
 
-def build_view_transform(view: str, cfg: AugmentCfg, crop_pct: float = 0.875) -> Callable[[Any], torch.Tensor]:
-    """Transform from a PIL image (or uint8 tensor) to a normalised float tensor for one view."""
+def build_view_transform(view: str, cfg: AugmentCfg, crop_pct: float | None = None) -> Callable[[Any], torch.Tensor]:
+    """Transform from a PIL image (or uint8 tensor) to a normalised float tensor for one view.
+
+    ``crop_pct`` (eval view only) defaults to ``cfg.eval_crop_pct``.
+    """
     size = cfg.image_size
+    crop_pct = cfg.eval_crop_pct if crop_pct is None else crop_pct
     interp = _interpolation(cfg.interpolation)
     if view == "crop":
         ops = [v2.ToImage(), v2.RandomResizedCrop(size, scale=cfg.crop_scale, interpolation=interp, antialias=True),

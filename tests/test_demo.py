@@ -22,7 +22,7 @@ def test_format_table_shows_both_rows_and_the_gain() -> None:
 def test_demo_runs_and_records_before_and_after(tmp_path: Path, capsys) -> None:
     # Tiny encoder and 2 optimiser steps: checks the wiring (same initial weights, both evaluations,
     # export), not the accuracy gain, which docs/training.md reports for the full run.
-    overrides = {"arch": "test_resnet", "model_args": {}, "queue_size": 64, "bn_splits": 2, "warmup_epochs": 0.0}
+    overrides = {"arch": "test_resnet", "model_args": {}, "queue_size": 64, "bn_group_size": 8, "warmup_epochs": 0.0}
     out = run_demo(epochs=1, max_steps=2, output=tmp_path, num_workers=0, batch_size=32, progress_bar=False,
                    overrides=overrides)
     before, after = out["before"], out["after"]

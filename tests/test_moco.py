@@ -113,7 +113,7 @@ def test_shuffle_bn_unshuffles_keys():
 
 
 def test_shuffle_bn_uses_different_batch_statistics_in_training():
-    model = tiny_moco(bn_splits=4)
+    model = tiny_moco(bn_group_size=2)
     x = torch.randn(8, 3, 32, 32)
     model.train()
     shuffled = model.encode_key(x)

@@ -23,7 +23,16 @@ def test_recipes_follow_the_paper():
     assert r.backbone.model_args["zero_init_last"] is True and r.method_args["fix_pred_lr"] is True
     c = ssl_zoo.get_recipe("simsiam_r18_cifar10")
     assert (c.backbone.arch, c.train.epochs, c.train.batch_size, c.train.base_lr, c.train.weight_decay) == (
-        "resnet18", 800, 512, 0.03, 5e-4)
+        "resnet18_cifar", 800, 512, 0.03, 5e-4)
+    # Appendix D: no blur, a 2-layer projector with 2048-d output; the whole 32x32 image at test time
+    assert c.augment.blur_p == 0.0 and c.augment.eval_crop_pct == 1.0
+    assert (c.method_args["proj_layers"], c.method_args["proj_dim"]) == (2, 2048)
+    cifar = ssl_zoo.create_method(c)
+    lin = [m for m in cifar.projector if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in lin] == [(512, 2048), (2048, 2048)]
+    assert isinstance(cifar.projector[-1], nn.BatchNorm1d) and not cifar.projector[-1].affine
+    # SyncBatchNorm over all processes, as main_simsiam.py converts the model; wd on every parameter
+    assert r.train.sync_bn and c.train.sync_bn and r.train.decay_norm_and_bias
     d, moco = ssl_zoo.get_recipe("simsiam_r18_digits"), ssl_zoo.get_recipe("moco_v2_r18_digits")
     same = ("epochs", "batch_size", "weight_decay", "warmup_epochs")
     assert [getattr(d.train, f) for f in same] == [getattr(moco.train, f) for f in same]

@@ -27,8 +27,8 @@ from ssl_zoo.train import (NonFiniteLossError, build_optimizer, build_param_grou
 RECIPE = "moco_v2_r18_digits"
 SMALL = {"queue_size": 64}
 # timm's tiny test_resnet keeps checkpoints at ~3 MB (ResNet-18's are 138 MB); the CLI test uses ResNet-18.
-# bn_splits=2: shuffle-BN over 2 sub-batches of 8 instead of 8 sub-batches of 2 (fewer, larger forward passes).
-TINY = {**SMALL, "arch": "test_resnet", "model_args": {}, "bn_splits": 2}
+# bn_group_size=8: two BatchNorm groups per batch of 16, so the split path is exercised.
+TINY = {**SMALL, "arch": "test_resnet", "model_args": {}, "bn_group_size": 8}
 RUN = dict(batch_size=16, num_workers=0, progress_bar=False, overrides=TINY)
 
 
@@ -57,9 +57,30 @@ def test_lr_scales_with_the_global_batch() -> None:
         scaled_lr(0.1, 0, 256)
 
 
-def test_no_weight_decay_on_norm_and_bias() -> None:
+def test_weight_decay_reaches_every_parameter_by_default() -> None:
+    """Official MoCo / SimSiam decay every parameter, BatchNorm weights and biases included."""
+    method = ssl_zoo.create_method("moco_v2_r50_in1k", arch="test_resnet", model_args={}, **SMALL)
+    recipe = ssl_zoo.get_recipe("moco_v2_r50_in1k")
+    assert recipe.train.decay_norm_and_bias
+    groups = build_param_groups(method, lr=0.1, weight_decay=1e-4)
+    trainable = {id(p) for p in method.parameters() if p.requires_grad}
+    assert sorted(id(p) for g in groups for p in g["params"]) == sorted(trainable)
+    assert all(g["weight_decay"] == 1e-4 for g in groups)
+    decayed = {id(p) for g in groups for p in g["params"]}
+    assert id(method.encoder.bn1.weight) in decayed and id(method.encoder.bn1.bias) in decayed
+    # ... and the optimiser really shrinks a BN weight with a zero gradient
+    optimizer = build_optimizer(groups, recipe)
+    before = method.encoder.bn1.weight.detach().clone()
+    for p in method.parameters():
+        p.grad = torch.zeros_like(p) if p.requires_grad else None
+    optimizer.step()
+    assert torch.allclose(method.encoder.bn1.weight, before * (1 - 0.1 * 1e-4))
+
+
+def test_no_weight_decay_on_norm_and_bias_when_asked() -> None:
     method = ssl_zoo.create_method(RECIPE, arch="test_resnet", model_args={}, **SMALL)
-    groups = build_param_groups(method, lr=0.1, weight_decay=5e-4)
+    assert not ssl_zoo.get_recipe(RECIPE).train.decay_norm_and_bias  # the digits demo's own choice
+    groups = build_param_groups(method, lr=0.1, weight_decay=5e-4, decay_norm_and_bias=False)
     trainable = {id(p) for p in method.parameters() if p.requires_grad}
     listed = [id(p) for g in groups for p in g["params"]]
     assert sorted(listed) == sorted(trainable)  # every trainable parameter exactly once
@@ -225,7 +246,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(digit_folder: Path
 
 def test_cli_trains_from_an_imagefolder(digit_folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "run"
-    code = cli_main(["train", RECIPE, "--data", str(digit_folder), "--epochs", "1", "--batch-size", "8",
+    code = cli_main(["train", RECIPE, "--data", str(digit_folder), "--epochs", "1", "--batch-size", "16",
                      "--grad-accum", "2", "--lr", "0.5", "--num-workers", "0", "--output", str(out),
                      "--set", "queue_size=64", "--set", "warmup_epochs=0", "--max-steps", "1"])
     captured = capsys.readouterr()
@@ -233,7 +254,9 @@ def test_cli_trains_from_an_imagefolder(digit_folder: Path, tmp_path: Path, caps
     assert "read as 'imagefolder'" in captured.out
     config = json.loads((out / "config.json").read_text())
     train_info = config["ssl_zoo"]["train"]
-    assert train_info["global_batch"] == 16 and train_info["steps_per_epoch"] == 2 and train_info["total_steps"] == 1
+    # --batch-size is global: 16 = 8 images per micro-step x grad_accum 2 on one process
+    assert train_info["global_batch"] == 16 and train_info["per_process_batch"] == 8
+    assert train_info["steps_per_epoch"] == 2 and train_info["total_steps"] == 1
     assert train_info["lr"] == pytest.approx(0.5 * 16 / 256)  # --lr replaces base_lr, then it is scaled
     assert config["ssl_zoo"]["recipe_config"]["train"]["base_lr"] == 0.5
 
@@ -250,7 +273,7 @@ def test_bad_image_stops_training_unless_skipping_is_asked(digit_folder: Path, t
     (folder / "class_0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
     args = ["train", RECIPE, "--data", str(folder), "--epochs", "1", "--batch-size", "41", "--num-workers", "0",
             "--set", "queue_size=64", "--set", "arch=test_resnet", "--set", "model_args={}",
-            "--set", "bn_splits=2", "--max-steps", "1"]
+            "--set", "bn_group_size=None", "--max-steps", "1"]  # 41 images: one BatchNorm group
     assert cli_main([*args, "--output", str(tmp_path / "strict")]) == 2
     err = capsys.readouterr().err
     assert "broken.png" in err and "--skip-bad-images" in err  # names the file and the way out
@@ -267,6 +290,7 @@ def test_bf16_mixed_precision_trains_every_method(recipe: str, tmp_path: Path) -
     import sys
     cmd = [sys.executable, "-m", "ssl_zoo.train", recipe, "--mixed-precision", "bf16", "--max-steps", "2",
            "--batch-size", "8", "--num-workers", "0", "--set", "arch=test_resnet", "--set", "model_args={}",
+           *(["--set", "decoder_pretrain_epochs=0"] if "synth" in recipe else []),
            "--output", str(tmp_path / "run")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -6,10 +6,14 @@ views named in ``view_names``, calls ``forward(views)``, back-propagates
 """
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ..recipe import Recipe
 
 
 class SSLMethod(nn.Module):
@@ -21,6 +25,17 @@ class SSLMethod(nn.Module):
         if not hasattr(encoder, "num_features"):
             raise TypeError("The encoder must expose `num_features` (a timm model built with num_classes=0).")
         self.encoder = encoder
+
+    @classmethod
+    def prepare_run(cls, recipe: "Recipe", run_dir: Path, *, resume: bool = False, custom_dataset: bool = False,
+                    **train_kwargs: Any) -> tuple["Recipe", dict[str, Any] | None]:
+        """Stages to run before training ``recipe`` into ``run_dir`` (default: none).
+
+        Returns ``(recipe to train, None)``, or ``(recipe, result)`` when a stage was interrupted
+        (``result["interrupted"]`` is true; its checkpoint lets ``resume=True`` continue it).
+        ``train_kwargs`` are the training loop's data/seed/worker/precision options.
+        """
+        return recipe, None
 
     @property
     def num_features(self) -> int:

@@ -15,7 +15,8 @@ cross-entropy does) and *sum* the two terms, so the loss is twice a MoCo v2 loss
 The paper does not say which keys enter the queue; this project enqueues both crops' keys
 (``2 x global batch`` per step, all-gathered across processes).
 
-Momentum copies, the queue and shuffle-BN come from ``moco.MomentumQueueMixin``.
+Momentum copies, the queue, BatchNorm groups (``bn_group_size`` images, query and key encoder)
+and shuffle-BN come from ``moco.MomentumQueueMixin``.
 """
 from __future__ import annotations
 
@@ -34,12 +35,12 @@ class LeOCLR(MomentumQueueMixin, SSLMethod):
 
     def __init__(self, encoder: nn.Module, *, image_size: int = 224, proj_hidden_dim: int | None = None,
                  proj_dim: int = 128, queue_size: int = 65536, temperature: float = 0.2, momentum: float = 0.999,
-                 shuffle_bn: bool = True, bn_splits: int = 8) -> None:
+                 shuffle_bn: bool = True, bn_group_size: int | None = 32) -> None:
         super().__init__(encoder)
         self.image_size = image_size
         hidden = proj_hidden_dim or self.num_features  # MoCo v2 head: Linear(dim_mlp, dim_mlp)-ReLU-Linear
         self._init_momentum_queue(moco_v2_head(self.num_features, hidden, proj_dim), proj_dim, queue_size,
-                                  momentum, shuffle_bn, bn_splits)
+                                  momentum, shuffle_bn, bn_group_size)
         self.temperature = temperature
 
     def forward(self, views: Sequence[Tensor]) -> dict[str, Tensor]:

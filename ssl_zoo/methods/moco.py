@@ -6,13 +6,17 @@ loss ................................... InfoNCE(q, k, queue), temperature 0.2
 after each optimiser step .............. theta_k <- m * theta_k + (1 - m) * theta_q, m = 0.999
 queue .................................. keys of the *global* batch (all-gathered) replace the oldest
 
-Shuffle-BN. BatchNorm lets a query "see" its key through shared batch statistics.
-The official code shuffles the key batch across GPUs so each key is normalised with
-statistics of a different sub-batch than its query. We do the same inside every
-process: the key batch is randomly permuted and passed through the key encoder in
-``bn_splits`` sub-batches (so it also works in one process), then un-permuted; under
-torch.distributed the permutation is global across processes first, as in the
-official code. ``shuffle_bn=False`` turns it off.
+BatchNorm groups. ``bn_group_size`` images share BatchNorm statistics, in the query AND the key
+encoder (default 32: the official 8-GPU run normalises each GPU's 32 images; its single-GPU CIFAR
+demo splits BatchNorm into groups inside one pass). ``ssl_zoo.batchnorm.SplitBatchNorm2d`` does the
+split within one forward pass; a process whose batch is <= the group size is not split further,
+so 8 processes x 32 images train exactly as the official run, and 1 process x 256 images too.
+
+Shuffle-BN. BatchNorm lets a query "see" its key through shared batch statistics. The official
+code shuffles the key batch across GPUs so each key is normalised with statistics of a different
+group than its query. We do the same: the key batch is permuted (globally across processes under
+torch.distributed, as the official code does, and within the process otherwise), encoded with
+its BN groups, then un-permuted. ``shuffle_bn=False`` turns it off.
 
 ``MomentumQueueMixin`` (momentum copies, queue, shuffle-BN key encoding) is reused by LeOCLR
 and by the synth add-on, so each of those files only holds what differs.
@@ -26,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..batchnorm import convert_split_batchnorm
 from ..distributed import broadcast_, concat_all_gather, is_distributed, rank, world_size
 from ..heads import moco_v2_head
 from ..losses import info_nce
@@ -59,13 +64,15 @@ def fifo_write_(buffer: Tensor, ptr: Tensor, rows: Tensor) -> int:
 
 
 class MomentumQueueMixin:
-    """Momentum key encoder + projection, a queue of keys, and shuffle-BN key encoding."""
+    """Momentum key encoder + projection, a queue of keys, BatchNorm groups and shuffle-BN key encoding."""
 
     queue: Tensor
     queue_ptr: Tensor
 
     def _init_momentum_queue(self, projector: nn.Module, dim: int, queue_size: int, momentum: float,
-                             shuffle_bn: bool, bn_splits: int) -> None:
+                             shuffle_bn: bool, bn_group_size: int | None) -> None:
+        # Split BatchNorm first, so the momentum copy has the same groups as the query encoder.
+        self.encoder = convert_split_batchnorm(self.encoder, bn_group_size)
         self.projector = projector
         self.key_encoder = copy.deepcopy(self.encoder)
         self.key_projector = copy.deepcopy(projector)
@@ -73,7 +80,7 @@ class MomentumQueueMixin:
             p.requires_grad_(False)
         self.momentum = momentum
         self.shuffle_bn = shuffle_bn
-        self.bn_splits = bn_splits
+        self.bn_group_size = bn_group_size
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
@@ -87,8 +94,7 @@ class MomentumQueueMixin:
         if not self.shuffle_bn:
             return F.normalize(self.key_projector(self.key_encoder(x)).float(), dim=1)
         x, unshuffle = self._shuffle(x)
-        n_splits = max(1, min(self.bn_splits, x.shape[0] // 2))
-        keys = torch.cat([self.key_projector(self.key_encoder(chunk)) for chunk in x.chunk(n_splits)])
+        keys = self.key_projector(self.key_encoder(x))  # one pass; SplitBatchNorm2d forms the groups
         return F.normalize(unshuffle(keys).float(), dim=1)
 
     def _shuffle(self, x: Tensor):
@@ -130,11 +136,11 @@ class MoCoV2(MomentumQueueMixin, SSLMethod):
 
     def __init__(self, encoder: nn.Module, *, image_size: int = 224, proj_hidden_dim: int | None = None,
                  proj_dim: int = 128, queue_size: int = 65536, temperature: float = 0.2, momentum: float = 0.999,
-                 symmetric: bool = False, shuffle_bn: bool = True, bn_splits: int = 8) -> None:
+                 symmetric: bool = False, shuffle_bn: bool = True, bn_group_size: int | None = 32) -> None:
         super().__init__(encoder)
         hidden = proj_hidden_dim or self.num_features  # official: Linear(dim_mlp, dim_mlp), dim_mlp = fc.in_features
         self._init_momentum_queue(moco_v2_head(self.num_features, hidden, proj_dim), proj_dim, queue_size,
-                                  momentum, shuffle_bn, bn_splits)
+                                  momentum, shuffle_bn, bn_group_size)
         self.temperature = temperature
         self.symmetric = symmetric
 

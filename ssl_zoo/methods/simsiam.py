@@ -2,6 +2,7 @@
 
 encoder f (ResNet, zero-init residual) ...... h = f(x)
 projector g (3 layers, ends in BN) .......... z = g(h): Linear-BN-ReLU-Linear-BN-ReLU-Linear-BN(affine=False)
+                                              (CIFAR, paper Appendix D: 2 layers, Linear-BN-ReLU-Linear-BN)
 predictor q (2-layer bottleneck) ............ p = q(z): Linear(d, 512)-BN-ReLU-Linear(512, d)
 loss ......................................... D(p1, sg(z2)) / 2 + D(p2, sg(z1)) / 2, D(p, z) = -cos(p, z)
 
@@ -10,6 +11,9 @@ statistics are per view. The predictor's learning rate is kept constant when
 ``fix_pred_lr`` (official ``--fix-pred-lr``, used for the paper's ImageNet results): the
 predictor comes back from ``parameter_groups()`` as a ``fix_lr=True`` group and the common
 training loop skips the schedule for such groups.
+
+Multi-process runs normalise over the global batch: the SimSiam recipes set ``sync_bn=True``
+(the official script converts the whole model to SyncBatchNorm); see ``ssl_zoo.batchnorm``.
 
 The official projector keeps a bias on its last Linear but freezes it because the
 following BN (affine=False) subtracts it anyway; we build that Linear without bias, which
@@ -28,9 +32,19 @@ from ..losses import negative_cosine
 from .base import SSLMethod
 
 
-def simsiam_projector(in_dim: int, out_dim: int = 2048) -> nn.Sequential:
-    """Linear(in, in)-BN-ReLU-Linear(in, in)-BN-ReLU-Linear(in, out)-BN(affine=False); no Linear bias."""
-    return mlp([in_dim, in_dim, in_dim, out_dim], batch_norm=True, last_bn=True, last_bn_affine=False)
+def simsiam_projector(in_dim: int, out_dim: int = 2048, hidden_dim: int | None = None,
+                      num_layers: int = 3) -> nn.Sequential:
+    """``num_layers`` Linear layers (no bias), BN after each, ReLU between, the last BN affine-free.
+
+    3 layers (ImageNet): Linear(in, hid)-BN-ReLU-Linear(hid, hid)-BN-ReLU-Linear(hid, out)-BN.
+    2 layers (CIFAR, Appendix D): Linear(in, hid)-BN-ReLU-Linear(hid, out)-BN.
+    ``hidden_dim`` defaults to ``in_dim`` (official code: prev_dim, the encoder width).
+    """
+    if num_layers < 1:
+        raise ValueError(f"proj_layers must be >= 1, got {num_layers}.")
+    hid = hidden_dim or in_dim
+    return mlp([in_dim, *([hid] * (num_layers - 1)), out_dim], batch_norm=True, last_bn=True,
+               last_bn_affine=False)
 
 
 def simsiam_predictor(dim: int = 2048, hidden_dim: int = 512) -> nn.Sequential:
@@ -42,11 +56,12 @@ class SimSiam(SSLMethod):
     view_names = ("crop", "crop")
 
     def __init__(self, encoder: nn.Module, *, image_size: int = 224, proj_dim: int = 2048,
-                 pred_hidden_dim: int = 512, fix_pred_lr: bool = True) -> None:
+                 proj_hidden_dim: int | None = None, proj_layers: int = 3, pred_hidden_dim: int = 512,
+                 fix_pred_lr: bool = True) -> None:
         super().__init__(encoder)
         self.image_size = image_size
         # Official: the projector's hidden width is the encoder's feature width (prev_dim).
-        self.projector = simsiam_projector(self.num_features, proj_dim)
+        self.projector = simsiam_projector(self.num_features, proj_dim, proj_hidden_dim, proj_layers)
         self.predictor = simsiam_predictor(proj_dim, pred_hidden_dim)
         self.fix_pred_lr = fix_pred_lr
 

@@ -30,8 +30,9 @@ Choices the paper leaves open (documented in docs/synth.md):
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +42,9 @@ from ..losses import info_nce, negative_cosine, nt_xent
 from . import get_method_class
 from .base import SSLMethod
 from .moco import MomentumQueueMixin, fifo_write_
+
+if TYPE_CHECKING:
+    from ..recipe import Recipe
 
 VARIANTS = ("full", "gradcam", "lowvar", "random")
 DEFAULT_DECODER_CHANNELS = (512, 256, 128, 64, 32)
@@ -179,7 +183,7 @@ class SynthPairs(SSLMethod):
                  delta: float = 0.02, sigma_gc: float = 0.5, sigma_var: float = 0.5, bank_size: int = 4096,
                  nt_xent_temperature: float = 0.2,
                  decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS,
-                 decoder_weights: str | None = None) -> None:
+                 decoder_weights: str | None = None, decoder_pretrain_epochs: int = 200) -> None:
         nn.Module.__init__(self)  # not SSLMethod.__init__: the encoder lives in self.base only
         if variant not in VARIANTS:
             raise ValueError(f"Unknown synth variant {variant!r}; choose one of {', '.join(VARIANTS)}.")
@@ -187,6 +191,10 @@ class SynthPairs(SSLMethod):
             raise ValueError("synth cannot wrap itself; use base='moco_v2' or base='simsiam'.")
         if bank_size < 2:
             raise ValueError(f"bank_size must be at least 2 to estimate a variance, got {bank_size}.")
+        if decoder_pretrain_epochs < 0:
+            raise ValueError(f"decoder_pretrain_epochs must be >= 0, got {decoder_pretrain_epochs}.")
+        # Read by prepare_run (the training loop's decoder stage), kept here so it is a method argument.
+        self.decoder_pretrain_epochs = int(decoder_pretrain_epochs)
         self.base = get_method_class(base)(encoder, image_size=image_size, **dict(base_args or {}))
         if isinstance(self.base, MomentumQueueMixin):
             self._kind = "queue"
@@ -211,6 +219,34 @@ class SynthPairs(SSLMethod):
     @property
     def encoder(self) -> nn.Module:  # type: ignore[override]
         return self.base.encoder
+
+    @classmethod
+    def prepare_run(cls, recipe: "Recipe", run_dir: Path, *, resume: bool = False, custom_dataset: bool = False,
+                    **train_kwargs: Any) -> tuple["Recipe", dict[str, Any] | None]:
+        """Paper Appendix B.2: pre-train the decoder (encoder frozen) before training, unless given.
+
+        The stage trains into ``run_dir/decoder_pretrain`` for ``decoder_pretrain_epochs`` epochs and
+        the run then loads its ``decoder.safetensors``; ``resume`` continues (or skips) it. An explicit
+        ``decoder_weights`` skips the stage; ``decoder_pretrain_epochs=0`` starts from an untrained
+        decoder, which is only done when asked like that.
+        """
+        args = recipe.method_args
+        if args.get("decoder_weights"):
+            return recipe, None
+        epochs = int(args.get("decoder_pretrain_epochs", 200))
+        if epochs == 0:
+            warnings.warn(f"{recipe.name}: decoder_pretrain_epochs=0, so the synthesized pairs come from an untrained "
+                          f"decoder (the paper pre-trains it for 200 epochs).", RuntimeWarning, stacklevel=2)
+            return recipe, None
+        if custom_dataset:
+            raise ValueError("A synth run on a dataset object cannot pre-train its decoder itself: pass "
+                             "decoder_weights=... (from `ssl-zoo pretrain-decoder`) or decoder_pretrain_epochs=0.")
+        from ..decoder_pretrain import run_decoder_stage
+
+        decoder_file, interrupted = run_decoder_stage(recipe, run_dir, epochs=epochs, resume=resume, **train_kwargs)
+        if decoder_file is None:
+            return recipe, interrupted
+        return recipe.with_overrides(decoder_weights=str(decoder_file)), None
 
     def pair_head(self, h: Tensor) -> Tensor:
         """The online head used for L_pair: MoCo's projector g, SimSiam's projector."""
