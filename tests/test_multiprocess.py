@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent("""
         method="moco_recording", arch="test_resnet", model_args={}, queue_size=64, num_workers=0)
     torch.manual_seed(0)
     method = ssl_zoo.create_method(recipe)
-    result = train(recipe, method=method, batch_size=8, epochs=1, max_steps=3, output=out, seed=0,
+    result = train(recipe, method=method, batch_size=16, epochs=1, max_steps=3, output=out, seed=0,
                    progress_bar=False)
     rank = torch.distributed.get_rank()
     torch.save({"state": method.state_dict(), "params": [n for n, _ in method.named_parameters()], "keys": method.last_local_keys, "world": result["global_batch"]},
@@ -43,7 +43,7 @@ def test_two_processes_stay_in_sync_and_share_the_queue(tmp_path: Path, launch_t
 
     r0 = torch.load(out / "rank0.pt", weights_only=True)
     r1 = torch.load(out / "rank1.pt", weights_only=True)
-    assert r0["world"] == 16  # global batch = 8 per process x 2 processes
+    assert r0["world"] == 16  # --batch-size is global: 8 per process x 2 processes
     # Every parameter (online and momentum encoders) and the queue are identical on both ranks. BatchNorm
     # running statistics are per-rank until DDP broadcasts rank 0's at the next forward, as in any DDP run.
     assert len(r0["params"]) > 10

@@ -73,11 +73,106 @@ def test_two_processes(tmp_path, launch_two_cpu_processes):
     """accelerate launch, 2 CPU processes, 2 steps: the bank holds the global batch on every rank."""
     out = tmp_path / "run"
     proc = launch_two_cpu_processes(
-        ["-m", "ssl_zoo.train", "moco_v2_synth_r18_digits", "--max-steps", "2", "--batch-size", "8",
+        ["-m", "ssl_zoo.train", "moco_v2_synth_r18_digits", "--max-steps", "2", "--batch-size", "16",
          "--num-workers", "0", "--output", str(out), "--set", "arch=test_resnet", "--set", f"base_args={TINY_BASE!r}",
-         "--set", "bank_size=64", "--set", "decoder_channels=[8, 8, 8, 8, 8]"], {"HF_HUB_OFFLINE": "1"})
+         "--set", "bank_size=64", "--set", "decoder_channels=[8, 8, 8, 8, 8]", "--set", "decoder_pretrain_epochs=0"],
+        {"HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     state = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
-    assert int(state["bank_count"]) == 2 * 8 * 2  # 2 steps x 8 images x 2 processes: gathered
+    assert int(state["bank_count"]) == 2 * 8 * 2  # 2 steps x 8 images x 2 processes (global batch 16): gathered
     assert int(state["base.queue_ptr"]) == 2 * 8 * 2
     assert (out / "model.safetensors").is_file()
+
+
+# -- `ssl-zoo train <synth recipe>` runs the decoder stage first, resumable inside either stage ---------------
+
+@pytest.fixture(scope="module")
+def digit_folder(tmp_path_factory) -> Path:
+    """32 digit scans (4 classes x 8) as 32 px RGB PNGs: 2 optimiser steps per epoch at batch 16."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("digits32")
+    for cls in range(4):
+        (root / f"c{cls}").mkdir()
+        for j, idx in enumerate(np.flatnonzero(digits.target == cls)[:8]):
+            img = (digits.images[idx] * (255 / 16)).astype(np.uint8)
+            Image.fromarray(img).resize((32, 32)).convert("RGB").save(root / f"c{cls}" / f"{j}.png")
+    return root
+
+
+CHAIN = {"arch": "test_resnet", "model_args": {}, "base_args": TINY_BASE, "bank_size": 64,
+         "decoder_channels": [8, 8, 8, 8, 8], "decoder_pretrain_epochs": 1}
+
+
+def _interrupt_after_first_step(monkeypatch, cls) -> None:
+    """``cls`` sends itself Ctrl-C after its first optimiser step: the loop checkpoints and stops."""
+    import os
+    import signal
+
+    original = cls.after_optimizer_step
+
+    def stop_once(self, progress):
+        original(self, progress)
+        if not getattr(self, "_stopped", False):
+            self._stopped = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(cls, "after_optimizer_step", stop_once)
+
+
+def test_train_chains_decoder_stage_and_resumes_inside_either_stage(tmp_path, digit_folder, monkeypatch):
+    from ssl_zoo.checkpoint import load_checkpoint
+    from ssl_zoo.methods.synth import SynthPairs
+    from ssl_zoo.train import train
+
+    common = dict(data=str(digit_folder), epochs=1, batch_size=16, num_workers=0, progress_bar=False,
+                  overrides=CHAIN)
+    full = train("moco_v2_synth_r18_digits", output=tmp_path / "full", **common)
+    assert not full["interrupted"] and full["step"] == 2
+    stage = tmp_path / "full" / "decoder_pretrain"
+    assert (stage / "decoder.safetensors").is_file() and load_checkpoint(stage)["step"] == 2
+    stored = load_checkpoint(tmp_path / "full")["recipe"]["method_args"]
+    assert stored["decoder_weights"] == str(stage / "decoder.safetensors")  # the run used the stage's decoder
+    # the main stage started from the pre-trained decoder: at equal seeds a fresh decoder differs from it
+    torch.manual_seed(0)
+    fresh = create_method(get_recipe("moco_v2_synth_r18_digits").with_overrides(**CHAIN)).decoder.state_dict()
+    trained = load_file(str(stage / "decoder.safetensors"))
+    assert any(not torch.equal(trained[k], fresh[k]) for k in fresh)
+
+    # Ctrl-C inside the decoder stage, then --resume: the stage continues, then the main run
+    with monkeypatch.context() as m:
+        _interrupt_after_first_step(m, DecoderPretraining)
+        cut = train("moco_v2_synth_r18_digits", output=tmp_path / "cut1", **common)
+    assert cut["interrupted"] and load_checkpoint(tmp_path / "cut1" / "decoder_pretrain")["step"] == 1
+    assert not (tmp_path / "cut1" / "checkpoint.pt").exists()
+    done = train("moco_v2_synth_r18_digits", output=tmp_path / "cut1", resume=True, **common)
+    assert not done["interrupted"] and done["step"] == 2
+
+    # Ctrl-C inside the main stage, then --resume: the finished decoder stage is not run again
+    with monkeypatch.context() as m:
+        _interrupt_after_first_step(m, SynthPairs)
+        cut = train("moco_v2_synth_r18_digits", output=tmp_path / "cut2", **common)
+    assert cut["interrupted"] and load_checkpoint(tmp_path / "cut2")["step"] == 1
+    stage_mtime = (tmp_path / "cut2" / "decoder_pretrain" / "decoder.safetensors").stat().st_mtime_ns
+    done = train("moco_v2_synth_r18_digits", output=tmp_path / "cut2", resume=True, **common)
+    assert not done["interrupted"] and done["step"] == 2
+    assert (tmp_path / "cut2" / "decoder_pretrain" / "decoder.safetensors").stat().st_mtime_ns == stage_mtime
+
+    # every route ends with the weights of the uninterrupted run (num_workers=0: deterministic)
+    reference = load_checkpoint(tmp_path / "full")["model"]
+    for run in ("cut1", "cut2"):
+        state = load_checkpoint(tmp_path / run)["model"]
+        for key, value in reference.items():
+            assert torch.equal(state[key], value), f"{run}: {key}"
+
+    # an explicit decoder skips the stage; decoder_pretrain_epochs=0 trains from an untrained one, with a warning
+    given = train("moco_v2_synth_r18_digits", output=tmp_path / "given", max_steps=1,
+                  **{**common, "overrides": {**CHAIN, "decoder_weights": str(stage / "decoder.safetensors")}})
+    assert given["step"] == 1 and not (tmp_path / "given" / "decoder_pretrain").exists()
+    with pytest.warns(RuntimeWarning, match="untrained decoder"):
+        train("moco_v2_synth_r18_digits", output=tmp_path / "untrained", max_steps=1,
+              **{**common, "overrides": {**CHAIN, "decoder_pretrain_epochs": 0}})
+    assert not (tmp_path / "untrained" / "decoder_pretrain").exists()

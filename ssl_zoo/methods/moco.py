@@ -39,11 +39,13 @@ from .base import SSLMethod
 
 @torch.no_grad()
 def momentum_update_(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """theta_target <- m * theta_target + (1 - m) * theta_online (parameters only; buffers copied)."""
+    """theta_target <- m * theta_target + (1 - m) * theta_online, parameters only.
+
+    As in the official code, BatchNorm buffers are not copied: the key encoder's running statistics
+    follow its own (shuffled, grouped) key batches.
+    """
     for p_t, p_o in zip(target.parameters(), online.parameters()):
         p_t.mul_(momentum).add_(p_o.detach(), alpha=1.0 - momentum)
-    for b_t, b_o in zip(target.buffers(), online.buffers()):
-        b_t.copy_(b_o)
 
 
 @torch.no_grad()
