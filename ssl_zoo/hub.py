@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +29,7 @@ from torch import nn
 
 from .checkpoint import CHECKPOINT_NAME
 from .export import CONFIG_NAME, WEIGHTS_NAME, read_encoder_config, save_encoder
-from .recipe import Recipe
+from .recipe import Recipe, WeightsCfg
 
 _logger = logging.getLogger(__name__)
 
@@ -90,6 +91,16 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk_size), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_digests(path: str | os.PathLike, chunk_size: int = 1 << 20) -> dict[str, str]:
+    """Hex ``md5`` and ``sha256`` of a file, in one pass."""
+    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_size), b""):
+            md5.update(block)
+            sha256.update(block)
+    return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
 
 
 def verify_sha256(path: str | os.PathLike, expected: str, what: str = "weights") -> None:
@@ -249,29 +260,165 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None, *, en
         raise WeightsError(f"Downloading {filename} of {where} from {host} failed: {exc}") from exc
 
 
-def url_download(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Download ``url`` once into torch's checkpoint cache (``$TORCH_HOME/hub/checkpoints``)."""
-    name = os.path.basename(urlsplit(url).path) or hashlib.sha256(url.encode()).hexdigest()[:16]
-    folder = Path(cache_dir) if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
-    target = folder / name
+def url_cache_folder(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder of one URL: ``<cache>/<first 16 hex digits of sha256(url)>``.
+
+    ``cache`` is ``cache_dir`` or ``$TORCH_HOME/hub/checkpoints/ssl_zoo`` (torch.hub's checkpoint
+    cache, read at call time). Keyed by the whole URL, so two URLs that end in the same file name
+    never share an entry.
+    """
+    root = Path(cache_dir) if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints" / "ssl_zoo"
+    return root / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def _url_file_name(url: str) -> str:
+    return os.path.basename(urlsplit(url).path) or "download"
+
+
+def verify_checksums(path: str | os.PathLike, *, sha256: str | None = None, md5: str | None = None,
+                     what: str = "weights", discard: bool = False) -> dict[str, str]:
+    """Check a file against a sha256 and / or an md5 (or md5 prefix); returns the file's digests.
+
+    On a mismatch raises ``ChecksumMismatchError``; with ``discard`` the file is deleted first, so
+    a bad download never stays in the cache.
+    """
+    digests = file_digests(path)
+    problems = []
+    if sha256 and digests["sha256"] != sha256.lower().strip():
+        problems.append(f"sha256 is {digests['sha256']}, expected {sha256}")
+    if md5 and not digests["md5"].startswith(md5.lower().strip()):
+        problems.append(f"md5 is {digests['md5']}, expected {'a prefix ' if len(md5) < 32 else ''}{md5}")
+    if problems:
+        if discard:
+            Path(path).unlink(missing_ok=True)
+        kept = "It was deleted from the cache; run again to download it anew. " if discard else ""
+        raise ChecksumMismatchError(
+            f"Checksum mismatch for {what} ({path}): {'; '.join(problems)}. The download is corrupt or the file "
+            f"changed upstream. {kept}If the new file is intended, update the recipe's weights checksum.")
+    return digests
+
+
+def url_download(url: str, *, sha256: str | None = None, md5: str | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> Path:
+    """Download ``url`` once into ``url_cache_folder(url)/<file name>`` and return the path.
+
+    The download goes to ``<name>.incomplete`` (resumed after an interruption, with a progress bar
+    that ``HF_HUB_DISABLE_PROGRESS_BARS=1`` turns off: ``huggingface_hub``'s ``http_get``), is checked against ``sha256`` / ``md5`` and only then
+    renamed into place; a file that fails the check is deleted. A cached file is checked too.
+    Offline (``HF_HUB_OFFLINE``) or unreachable: ``WeightsOfflineError`` naming the URL and the path
+    where a manually downloaded copy is picked up.
+    """
+    from filelock import FileLock
+
+    folder = url_cache_folder(url, cache_dir)
+    target = folder / _url_file_name(url)
+    manual = f"download it on a machine with internet and place it at {target} (it is verified on use)"
+    what = f"the file at {url}"
     if target.is_file():
+        verify_checksums(target, sha256=sha256, md5=md5, what=what, discard=True)
         return target
     if _offline():
-        raise WeightsOfflineError(f"HF_HUB_OFFLINE is set and {url} is not cached at {target}. Download it "
-                                  f"with network access once, or pass checkpoint='path/to/{name}'.")
+        raise WeightsOfflineError(f"HF_HUB_OFFLINE is set and {url} is not in the cache: {manual}, or unset "
+                                  f"HF_HUB_OFFLINE.")
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(url, str(target), progress=False)  # writes a temp file, then renames
-    except Exception as exc:
-        raise WeightsError(f"Downloading {url} failed: {exc}") from exc
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.file_download import http_get
+
+    partial = target.with_name(target.name + ".incomplete")
+    with FileLock(str(target) + ".lock"):  # another process may be downloading the same URL
+        if not target.is_file():
+            try:
+                with open(partial, "ab") as fh:  # resumes a download an interruption left behind
+                    http_get(url, fh, resume_size=fh.tell(), displayed_filename=target.name)
+            except OfflineModeIsEnabled as exc:
+                raise WeightsOfflineError(f"HF_HUB_OFFLINE is set and {url} is not in the cache: {manual}.") from exc
+            except HfHubHTTPError as exc:
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                partial.unlink(missing_ok=True)
+                raise WeightsNotFoundError(f"{url} answered HTTP {status}: the file moved or the URL is wrong; "
+                                           f"check the recipe's weights.url, or {manual}.") from exc
+            except Exception as exc:  # connection refused, DNS, timeouts, a truncated transfer
+                first_line = (str(exc).strip().splitlines() or [""])[0]
+                kept = partial.is_file() and partial.stat().st_size > 0
+                if not kept:
+                    partial.unlink(missing_ok=True)
+                resume = f" ({partial.stat().st_size} bytes arrived; the next call resumes)" if kept else ""
+                raise WeightsOfflineError(f"Could not download {url} ({type(exc).__name__}: {first_line}){resume}. "
+                                          f"Retry, or {manual}.") from exc
+            digests = verify_checksums(partial, sha256=sha256, md5=md5, what=what, discard=True)
+            if not (sha256 or md5):
+                _logger.warning("%s has no published checksum; the downloaded file's sha256 is %s.", url,
+                                digests["sha256"])
+            os.replace(partial, target)
+            return target
+    verify_checksums(target, sha256=sha256, md5=md5, what=what, discard=True)  # finished by another process
     return target
+
+
+def _url_checksums(weights: WeightsCfg) -> tuple[str | None, str | None]:
+    """(sha256, md5) of the file at ``weights.url``: ``sha256`` describes the Hub file when there is one."""
+    return (None if weights.hf_hub_id else weights.sha256), weights.md5
+
+
+def _imported_matches(config_path: Path, sha256: str | None, md5: str | None) -> bool:
+    """Whether a cached conversion was made from a file with these checksums (none recorded: any)."""
+    try:
+        imported = read_encoder_config(config_path)["ssl_zoo"]["imported"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if sha256 and imported.get("sha256") != sha256.lower():
+        return False
+    return not md5 or str(imported.get("md5") or "").startswith(md5.lower())
+
+
+CONVERTED_DIR = "converted"
+
+
+def url_weights(recipe: Recipe, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The ``model.safetensors`` for ``recipe.weights.url``: the download itself when it is in our
+    format, else its conversion (``weights.source``, ``ssl_zoo.convert``), made once and stored in
+    ``url_cache_folder(url)/converted/`` next to the download. Later calls read the conversion
+    without any network access."""
+    w = recipe.weights
+    sha256, md5 = _url_checksums(w)
+    if not w.source:
+        return url_download(w.url, sha256=sha256, md5=md5, cache_dir=cache_dir)
+    from filelock import FileLock
+
+    from .convert import FILTERS, ConversionError, convert_checkpoint
+
+    if w.source not in FILTERS:
+        raise WeightsError(f"Recipe {recipe.name!r} names weights.source {w.source!r}; ssl_zoo.convert knows "
+                           f"{', '.join(FILTERS)}.")
+    converted = url_cache_folder(w.url, cache_dir) / CONVERTED_DIR
+    if (converted / WEIGHTS_NAME).is_file() and _imported_matches(converted / CONFIG_NAME, sha256, md5):
+        return converted / WEIGHTS_NAME
+    src = url_download(w.url, sha256=sha256, md5=md5, cache_dir=cache_dir)
+    with FileLock(str(converted) + ".lock"):
+        if converted.exists():
+            shutil.rmtree(converted)  # made from another file (the checksum changed) or interrupted
+        with tempfile.TemporaryDirectory(prefix=".converting_", dir=converted.parent) as tmp:
+            try:
+                out = convert_checkpoint(src, w.source, Path(tmp) / CONVERTED_DIR, recipe=recipe)
+            except ConversionError as exc:
+                raise WeightsError(f"The file at {w.url} ({src}) does not convert as weights.source "
+                                   f"{w.source!r} for recipe {recipe.name!r}: {exc}") from exc
+            os.replace(out, converted)
+    _logger.info("Converted %s (%s) into %s", w.url, w.source, converted)
+    return converted / WEIGHTS_NAME
 
 
 def resolve_weights(recipe: Recipe, checkpoint: str | os.PathLike | None = None, *,
                     endpoint: str | None = None, token: str | bool | None = None,
                     cache_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
-    """The local weights file for a recipe and where it came from, in timm's priority:
-    explicit checkpoint > ``weights.file`` > ``weights.hf_hub_id`` > ``weights.url``."""
+    """The local, verified weights file for a recipe and where it came from, in timm's priority:
+    explicit checkpoint > ``weights.file`` > ``weights.hf_hub_id`` > ``weights.url``.
+
+    ``weights.sha256`` is checked for a file or Hub download, ``weights.md5`` / ``sha256`` for a
+    URL download (an explicit ``checkpoint`` is another file and is not checked). When the Hub
+    repo cannot be reached, is not cached offline or does not exist yet and the recipe has a URL,
+    the URL is used instead. ``cache_dir`` is the Hugging Face cache (URL downloads use torch.hub's).
+    """
     w = recipe.weights
     if checkpoint is not None:
         path = Path(checkpoint)
@@ -287,14 +434,33 @@ def resolve_weights(recipe: Recipe, checkpoint: str | os.PathLike | None = None,
         if not path.is_file():
             raise WeightsNotFoundError(f"Recipe {recipe.name!r} points to weights file {w.file}, which does not "
                                        f"exist.")
+        if w.sha256:
+            verify_sha256(path, w.sha256, what=f"recipe {recipe.name!r} weights (file {path})")
         return path, f"file {path}"
+    hub_failure: WeightsError | None = None
     if w.hf_hub_id:
         repo_id, rev = parse_repo_spec(w.hf_hub_id)
         revision = w.revision or rev
-        path = hub_download(repo_id, w.filename, revision, endpoint=endpoint, token=token, cache_dir=cache_dir)
-        return path, f"hf-hub:{repo_id}@{revision or 'main'}/{w.filename}"
+        where = f"hf-hub:{repo_id}@{revision or 'main'}/{w.filename}"
+        try:
+            path = hub_download(repo_id, w.filename, revision, endpoint=endpoint, token=token, cache_dir=cache_dir)
+        except (WeightsOfflineError, WeightsNotFoundError) as exc:
+            if not w.url:
+                raise
+            hub_failure = exc
+            _logger.warning("%s: %s Using %s instead.", recipe.name, exc, w.url)
+        else:
+            if w.sha256:
+                verify_sha256(path, w.sha256, what=f"recipe {recipe.name!r} weights ({where})")
+            return path, where
     if w.url:
-        return url_download(w.url), f"url {w.url}"
+        try:
+            return url_weights(recipe), f"url {w.url}"
+        except WeightsOfflineError as exc:
+            if hub_failure is None:
+                raise
+            raise WeightsOfflineError(f"Neither the Hub nor the URL is available for recipe {recipe.name!r}. "
+                                      f"Hub: {hub_failure} URL: {exc}") from exc
     raise WeightsNotPublishedError(
         f"No pretrained weights are published for recipe {recipe.name!r} yet (its weights have no file, "
         f"hf_hub_id or url). Train them with `ssl-zoo train {recipe.name}` and load the run with "
@@ -304,16 +470,80 @@ def resolve_weights(recipe: Recipe, checkpoint: str | os.PathLike | None = None,
 
 # -- loading --------------------------------------------------------------------
 
+CLASSIFIER_NAME = "classifier.safetensors"
+
+
+def load_classifier(model: nn.Module, recipe: Recipe) -> None:
+    """Load the recipe's official linear classifier (``weights.classifier_url``) into the head of
+    ``model``, whose backbone already holds the recipe's weights.
+
+    The classifier checkpoint is downloaded once (``url_download``), converted with
+    ``ssl_zoo.convert.split_linear_classifier``, its backbone checked against the model's (the
+    probe trains on frozen weights, so they must be equal) and the head stored as
+    ``classifier.safetensors`` next to the download; later calls read that file only.
+    """
+    from filelock import FileLock
+    from safetensors.torch import load_file, save_file
+
+    from .convert import ConversionError, load_upstream, split_linear_classifier, state_dict_of
+
+    url = recipe.weights.classifier_url
+    heads = head_prefixes(model)
+    if len(heads) != 1:
+        raise WeightsError(f"Recipe {recipe.name!r}: the model has no single classifier head to load {url} into.")
+    head = model.get_submodule(heads[0])
+    stored = url_cache_folder(url) / CLASSIFIER_NAME
+    if not stored.is_file():
+        src = url_download(url)
+        try:
+            backbone, fc = split_linear_classifier(state_dict_of(load_upstream(src)), _without_head(model))
+        except ConversionError as exc:
+            raise WeightsError(f"The classifier at {url} ({src}) does not fit recipe {recipe.name!r}: {exc}") from exc
+        own = model.state_dict()
+        differ = [k for k, v in backbone.items() if not k.endswith("num_batches_tracked")
+                  and not torch.equal(v, own[k])]
+        if differ:
+            raise WeightsError(f"The classifier at {url} was trained on other backbone weights than recipe "
+                               f"{recipe.name!r} loads ({len(differ)} tensors differ, e.g. {differ[0]}): check the "
+                               f"recipe's weights.classifier_url.")
+        with FileLock(str(stored) + ".lock"):
+            tmp = stored.with_name(f".{stored.name}.tmp")
+            save_file({k: v.contiguous() for k, v in fc.items()}, str(tmp), metadata={"url": url})
+            os.replace(tmp, stored)
+    state = load_file(str(stored))
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    own_shapes = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    if shapes != own_shapes:
+        raise ArchitectureMismatchError(f"The classifier at {url} has shapes {shapes}; the model's head "
+                                        f"{heads[0]} has {own_shapes}.")
+    head.load_state_dict(state)
+
+
+def _without_head(model: nn.Module) -> nn.Module:
+    """A head-less copy of a timm model's architecture (for checking a classifier's backbone keys)."""
+    import copy
+
+    bare = copy.deepcopy(model)
+    bare.reset_classifier(0)
+    return bare
+
+
 def load_pretrained(model: nn.Module, recipe: Recipe, checkpoint: str | os.PathLike | None = None, *,
                     endpoint: str | None = None, token: str | bool | None = None,
                     cache_dir: str | os.PathLike | None = None) -> None:
-    """Load a recipe's weights into ``model`` (file > Hub > URL), verifying ``weights.sha256``
-    when the recipe records one (not for an explicit ``checkpoint``: that is another file)."""
+    """Load a recipe's weights into ``model`` (file > Hub > URL, verified: ``resolve_weights``).
+
+    When the recipe has an official linear classifier (``weights.classifier_url``) and the model's
+    head has ``weights.classifier_classes`` outputs, the head is loaded from it too (not with an
+    explicit ``checkpoint``); any other head stays freshly initialised.
+    """
     path, source = resolve_weights(recipe, checkpoint, endpoint=endpoint, token=token, cache_dir=cache_dir)
-    if checkpoint is None and recipe.weights.sha256:
-        verify_sha256(path, recipe.weights.sha256, what=f"recipe {recipe.name!r} weights ({source})")
     load_state_dict_strict(model, read_state_dict(path), source=source)
     _logger.info("Loaded %s weights from %s", recipe.name, source)
+    w = recipe.weights
+    if checkpoint is None and w.classifier_url and getattr(model, "num_classes", 0) == w.classifier_classes:
+        load_classifier(model, recipe)
+        _logger.info("Loaded the %s linear classifier from %s", recipe.name, w.classifier_url)
 
 
 def create_model_from_hub(repo_spec: str, pretrained: bool = True, num_classes: int = 0,

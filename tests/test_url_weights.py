@@ -1,0 +1,288 @@
+"""`create_model(recipe, pretrained=True)` for weights at an upstream URL (the official MoCo / SimSiam
+releases): downloaded once from a local HTTP server into a URL-keyed cache, verified, converted with
+ssl_zoo.convert, loaded strictly; offline and checksum errors; the official linear classifier.
+The served files are written here in the official key layouts (../shared/CHECKPOINT_FORMATS.md),
+from a small timm ResNet-18 (one block per stage)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from huggingface_hub import constants
+from timm.data import resolve_data_config
+
+import ssl_zoo
+from ssl_zoo import hub as H
+from ssl_zoo.export import read_encoder_config, save_encoder, timm_pretrained_cfg
+from ssl_zoo.recipe import WeightsCfg, _RECIPES
+
+sys.path.insert(0, str(Path(__file__).parent))
+from url_server import FileServer  # noqa: E402
+
+MODEL_ARGS = {"layers": [1, 1, 1, 1], "zero_init_last": False}
+BASE = ssl_zoo.get_recipe("moco_v2_r18_digits").with_overrides(model_args=MODEL_ARGS)  # resnet18, 32 px
+
+
+@pytest.fixture(scope="module")
+def srv():
+    with FileServer() as server:
+        yield server
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """Fresh torch.hub (URL weights) and Hugging Face caches; online."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return tmp_path / "torch_home" / "hub" / "checkpoints" / "ssl_zoo"
+
+
+def upstream_backbone(seed: int) -> torch.nn.Module:
+    """The pre-trained network: random weights and non-trivial BatchNorm statistics."""
+    torch.manual_seed(seed)
+    model = timm.create_model("resnet18", num_classes=0, **MODEL_ARGS)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+                m.num_batches_tracked.fill_(5)
+    return model.eval()
+
+
+def mlp(prefix: str, dims: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    return {f"{prefix}{2 * i}.{n}": torch.randn(b, a) if n == "weight" else torch.randn(b)
+            for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])) for n in ("weight", "bias")}
+
+
+def legacy_bytes(obj) -> bytes:
+    """torch.save in the pre-zip format of the 2020 releases."""
+    buf = io.BytesIO()
+    torch.save(obj, buf, _use_new_zipfile_serialization=False)
+    return buf.getvalue()
+
+
+def moco_file(model) -> bytes:
+    sd = {}
+    for k, v in model.state_dict().items():
+        sd[f"module.encoder_q.{k}"], sd[f"module.encoder_k.{k}"] = v.clone(), v + 1
+    sd.update(mlp("module.encoder_q.fc.", (512, 512, 128)))
+    sd.update(mlp("module.encoder_k.fc.", (512, 512, 128)))
+    sd["module.queue"], sd["module.queue_ptr"] = torch.randn(128, 64), torch.zeros(1, dtype=torch.long)
+    return legacy_bytes({"epoch": 200, "arch": "resnet50", "state_dict": sd,
+                         "optimizer": {"state": {}, "param_groups": [{"lr": 0.03, "params": [0]}]}})
+
+
+def simsiam_file(model) -> bytes:
+    sd = {f"module.encoder.{k}": v.clone() for k, v in model.state_dict().items()}
+    sd.update(mlp("module.encoder.fc.", (512, 512, 512, 512)))
+    sd.update(mlp("module.predictor.", (512, 128, 512)))
+    return legacy_bytes({"epoch": 100, "arch": "resnet50", "state_dict": sd, "optimizer": {"state": {}}})
+
+
+def lincls_file(model, fc: torch.nn.Linear) -> bytes:
+    sd = {f"module.{k}": v.clone() for k, v in model.state_dict().items()}
+    sd["module.fc.weight"], sd["module.fc.bias"] = fc.weight.detach().clone(), fc.bias.detach().clone()
+    return legacy_bytes({"epoch": 90, "arch": "resnet50", "state_dict": sd, "best_acc1": 68.1,
+                         "optimizer": {"state": {}}})
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def register(monkeypatch, name: str, **weights) -> ssl_zoo.Recipe:
+    """A recipe in the registry for this test only."""
+    recipe = BASE.with_overrides(name=name, weights={"license": "cc-by-nc-4.0", **weights})
+    monkeypatch.setitem(_RECIPES, name, recipe)
+    return recipe
+
+
+def data_config(model) -> dict:
+    """timm's resolved preprocessing (JSON lists as tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in resolve_data_config({}, model=model).items()}
+
+
+def features(model, seed: int = 1) -> torch.Tensor:
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def test_first_load_downloads_converts_and_loads_then_never_touches_the_network(srv, cache, monkeypatch):
+    up = upstream_backbone(0)
+    data = moco_file(up)
+    path = "/moco/moco_v2_200ep/moco_v2_200ep_pretrain.pth.tar"
+    srv.files[path] = data
+    register(monkeypatch, "test_moco_url", url=srv.url(path), md5=md5(data)[:8], source="moco")
+    assert "test_moco_url" in ssl_zoo.list_pretrained()
+
+    model = ssl_zoo.create_model("test_moco_url", pretrained=True)
+    assert srv.gets(path) == 1
+    assert torch.equal(features(model), features(up))
+    folder = H.url_cache_folder(srv.url(path))
+    assert folder.parent == cache and (folder / "moco_v2_200ep_pretrain.pth.tar").read_bytes() == data
+    info = read_encoder_config(folder / "converted")["ssl_zoo"]
+    assert info["recipe"] == "test_moco_url" and info["imported"]["md5"] == md5(data)
+
+    again = ssl_zoo.create_model("test_moco_url", pretrained=True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    offline = ssl_zoo.create_model("test_moco_url", pretrained=True)
+    assert srv.gets(path) == 1  # neither call made a request
+    assert torch.equal(features(again), features(up)) and torch.equal(features(offline), features(up))
+
+    # The converted folder is a timm model folder with this recipe's preprocessing (a 32-px model).
+    timm_model = timm.create_model(f"local-dir:{folder / 'converted'}", pretrained=True)
+    assert torch.equal(features(timm_model), features(up))
+    data_cfg = data_config(timm_model)
+    assert data_cfg == {"input_size": (3, 32, 32), "interpolation": "bilinear", "mean": (0.5, 0.5, 0.5),
+                        "std": (0.5, 0.5, 0.5), "crop_pct": 0.875, "crop_mode": "center"}
+    assert tuple(timm_model.pretrained_cfg["pool_size"]) == (1, 1)
+
+
+def test_interrupted_download_resumes_with_a_range_request(srv, cache, monkeypatch):
+    up = upstream_backbone(1)
+    data = simsiam_file(up)
+    path = "/simsiam/resume/checkpoint_0099.pth.tar"
+    srv.files[path] = data
+    register(monkeypatch, "test_resume_url", url=srv.url(path), source="simsiam")
+    folder = H.url_cache_folder(srv.url(path))
+    folder.mkdir(parents=True)
+    (folder / "checkpoint_0099.pth.tar.incomplete").write_bytes(data[: len(data) // 3])
+    model = ssl_zoo.create_model("test_resume_url", pretrained=True)
+    assert torch.equal(features(model), features(up))
+    assert [r for m, p, r in srv.requests if p == path] == [f"bytes={len(data) // 3}-"]
+    assert (folder / "checkpoint_0099.pth.tar").read_bytes() == data
+    assert not (folder / "checkpoint_0099.pth.tar.incomplete").exists()
+
+
+@pytest.mark.parametrize("kind", ["md5", "sha256"])
+def test_corrupted_download_is_refused_and_not_kept(srv, cache, monkeypatch, kind):
+    up = upstream_backbone(2)
+    good = moco_file(up)
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF
+    path = f"/moco/corrupt-{kind}/moco_v2_800ep_pretrain.pth.tar"
+    srv.files[path] = bytes(bad)
+    checksum = {"md5": md5(good)[:8]} if kind == "md5" else {"sha256": hashlib.sha256(good).hexdigest()}
+    register(monkeypatch, "test_corrupt_url", url=srv.url(path), source="moco", **checksum)
+    with pytest.raises(H.ChecksumMismatchError) as info:
+        ssl_zoo.create_model("test_corrupt_url", pretrained=True)
+    message = str(info.value)
+    assert "\n" not in message and srv.url(path) in message and f"{kind} is " in message
+    assert "deleted from the cache" in message
+    folder = H.url_cache_folder(srv.url(path))
+    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) == []
+    # A bad file placed in the cache by hand is refused and removed too.
+    (folder / "moco_v2_800ep_pretrain.pth.tar").write_bytes(bytes(bad))
+    with pytest.raises(H.ChecksumMismatchError):
+        ssl_zoo.create_model("test_corrupt_url", pretrained=True)
+    assert not (folder / "moco_v2_800ep_pretrain.pth.tar").exists()
+    # Once the URL serves the right bytes, the next call downloads them and loads.
+    srv.files[path] = good
+    assert torch.equal(features(ssl_zoo.create_model("test_corrupt_url", pretrained=True)), features(up))
+
+
+def test_offline_error_names_the_url_and_where_to_put_the_file(srv, cache, monkeypatch):
+    up = upstream_backbone(3)
+    data = moco_file(up)
+    path = "/moco/offline/moco_v1_200ep_pretrain.pth.tar"
+    srv.files[path] = data
+    register(monkeypatch, "test_offline_url", url=srv.url(path), md5=md5(data)[:8], source="moco")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    n_requests = len(srv.requests)
+    with pytest.raises(H.WeightsOfflineError) as info:
+        ssl_zoo.create_model("test_offline_url", pretrained=True)
+    message = str(info.value)
+    assert "\n" not in message and "HF_HUB_OFFLINE" in message and srv.url(path) in message
+    assert len(srv.requests) == n_requests  # no HTTP at all
+    # Following the message: the file placed there by hand is verified, converted and loaded offline.
+    target = Path(re.search(r"place it at (\S+) ", message).group(1))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    assert torch.equal(features(ssl_zoo.create_model("test_offline_url", pretrained=True)), features(up))
+    assert len(srv.requests) == n_requests
+
+
+def test_unreachable_server_is_one_line(cache, monkeypatch):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/moco/moco_v2_200ep_pretrain.pth.tar"
+    register(monkeypatch, "test_unreachable_url", url=url, md5="59fd9945", source="moco")
+    with pytest.raises(H.WeightsOfflineError) as info:
+        ssl_zoo.create_model("test_unreachable_url", pretrained=True)
+    message = str(info.value)
+    assert "\n" not in message and url in message and "place it at" in message
+
+
+def test_urls_with_the_same_file_name_do_not_collide(srv, cache, monkeypatch):
+    ups = [upstream_backbone(4), upstream_backbone(5)]
+    for i, up in enumerate(ups):
+        srv.files[f"/simsiam/run{i}/pretrain/checkpoint_0099.pth.tar"] = simsiam_file(up)
+        register(monkeypatch, f"test_same_name_{i}", url=srv.url(f"/simsiam/run{i}/pretrain/checkpoint_0099.pth.tar"),
+                 source="simsiam")
+    for i, up in enumerate(ups):
+        assert torch.equal(features(ssl_zoo.create_model(f"test_same_name_{i}", pretrained=True)), features(up))
+    assert not torch.equal(features(ups[0]), features(ups[1]))
+    assert H.url_cache_folder(srv.url("/simsiam/run0/pretrain/checkpoint_0099.pth.tar")) != \
+        H.url_cache_folder(srv.url("/simsiam/run1/pretrain/checkpoint_0099.pth.tar"))
+
+
+def test_official_linear_classifier_with_num_classes(srv, cache, monkeypatch):
+    up = upstream_backbone(6)
+    fc = torch.nn.Linear(512, 10)
+    srv.files["/simsiam/cls/pretrain/checkpoint_0099.pth.tar"] = simsiam_file(up)
+    srv.files["/simsiam/cls/linear/model_best.pth.tar"] = lincls_file(up, fc)
+    register(monkeypatch, "test_classifier_url", url=srv.url("/simsiam/cls/pretrain/checkpoint_0099.pth.tar"),
+             source="simsiam", classifier_url=srv.url("/simsiam/cls/linear/model_best.pth.tar"),
+             classifier_classes=10)
+    clf = ssl_zoo.create_model("test_classifier_url", pretrained=True, num_classes=10)
+    expected = fc(features(up))
+    assert torch.allclose(features(clf), expected, atol=1e-5)
+    assert torch.equal(features(clf).argmax(1), expected.argmax(1))
+    assert (H.url_cache_folder(srv.url("/simsiam/cls/linear/model_best.pth.tar")) / H.CLASSIFIER_NAME).is_file()
+    n_requests = len(srv.requests)
+    again = ssl_zoo.create_model("test_classifier_url", pretrained=True, num_classes=10)
+    assert torch.equal(features(again), features(clf)) and len(srv.requests) == n_requests
+    # another number of classes: a fresh head on the pre-trained backbone, the classifier is not used
+    fresh = ssl_zoo.create_model("test_classifier_url", pretrained=True, num_classes=7)
+    assert fresh.get_classifier().out_features == 7 and len(srv.requests) == n_requests
+    fresh.reset_classifier(0)
+    assert torch.equal(features(fresh), features(up))
+
+    # A classifier probed on other backbone weights is refused (it would mislabel everything).
+    srv.files["/simsiam/other/linear/model_best.pth.tar"] = lincls_file(upstream_backbone(7), fc)
+    register(monkeypatch, "test_classifier_other", url=srv.url("/simsiam/cls/pretrain/checkpoint_0099.pth.tar"),
+             source="simsiam", classifier_url=srv.url("/simsiam/other/linear/model_best.pth.tar"),
+             classifier_classes=10)
+    with pytest.raises(H.WeightsError, match="trained on other backbone weights"):
+        ssl_zoo.create_model("test_classifier_other", pretrained=True, num_classes=10)
+    with pytest.raises(ValueError, match="classifier_url and classifier_classes go together"):
+        WeightsCfg(classifier_url="https://example.org/model_best.pth.tar")
+
+
+def test_exported_32px_model_has_a_32px_config_in_timm(tmp_path):
+    recipe = ssl_zoo.get_recipe("moco_v2_r18_digits")
+    enc = ssl_zoo.create_model(recipe)
+    folder = save_encoder(enc, tmp_path / "digits", recipe)
+    pcfg = read_encoder_config(folder)["pretrained_cfg"]
+    assert pcfg["pool_size"] == [1, 1] and pcfg["input_size"] == [3, 32, 32]
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True)
+    assert torch.equal(features(model), features(enc))
+    assert data_config(model) == {
+        "input_size": (3, 32, 32), "interpolation": recipe.augment.interpolation, "mean": recipe.augment.mean,
+        "std": recipe.augment.std, "crop_pct": 0.875, "crop_mode": "center"}
+    # at timm's default size, timm's own pool size; at 96 px, from the output stride of 32
+    assert timm_pretrained_cfg(ssl_zoo.get_recipe("moco_v2_r50_in1k").pretrained_cfg(), "resnet50")["pool_size"] \
+        == [7, 7]
+    stl = ssl_zoo.get_recipe("moco_v2_r18_stl10")
+    assert timm_pretrained_cfg(stl.pretrained_cfg(), "resnet18", enc)["pool_size"] == [3, 3]
