@@ -286,3 +286,25 @@ def test_exported_32px_model_has_a_32px_config_in_timm(tmp_path):
         == [7, 7]
     stl = ssl_zoo.get_recipe("moco_v2_r18_stl10")
     assert timm_pretrained_cfg(stl.pretrained_cfg(), "resnet18", enc)["pool_size"] == [3, 3]
+
+
+def test_official_releases_are_listed_with_their_license(capsys):
+    from ssl_zoo.cli import main as cli_main
+    from ssl_zoo.convert import FILTERS
+
+    official = {"moco_v2_r50_in1k": "moco", "moco_v2_r50_in1k_800ep": "moco", "simsiam_r50_in1k": "simsiam",
+                "simsiam_r50_in1k_bs256": "simsiam"}
+    assert set(official) <= set(ssl_zoo.list_pretrained())
+    for name, source in official.items():
+        w = ssl_zoo.get_recipe(name).weights
+        assert w.source == source and source in FILTERS and w.license == "cc-by-nc-4.0"
+        assert w.url.startswith("https://dl.fbaipublicfiles.com/") and w.url.endswith(".pth.tar")
+        assert (w.md5 is not None) == (source == "moco")  # the SimSiam README publishes no checksum
+        assert (w.classifier_classes == 1000) == (source == "simsiam")
+    assert len({ssl_zoo.get_recipe(n).weights.url for n in official}) == len(official)
+    assert cli_main(["list", "--pretrained"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "license" in lines[0]
+    for name in official:
+        row = next(line for line in lines if line.split()[0] == name)
+        assert "cc-by-nc-4.0" in row and ssl_zoo.get_recipe(name).weights.url in row

@@ -9,13 +9,24 @@ R50 = BackboneCfg("resnet50", {"zero_init_last": False})
 R18 = BackboneCfg("resnet18", {"zero_init_last": False})
 MOCO_ARGS = dict(proj_dim=128, queue_size=65536, temperature=0.2, momentum=0.999)
 
+# The official releases (facebookresearch/moco README, CC-BY-NC 4.0): DDP-wrapped MoCo state dicts
+# (`module.encoder_q.*`, converted by ssl_zoo.convert's "moco" source); md5 prefixes as the README
+# prints them. `create_model(name, pretrained=True)` downloads, verifies and converts them once.
+MOCO_RELEASES = "https://dl.fbaipublicfiles.com/moco/moco_checkpoints"
+MOCO_V2_WEIGHTS = {
+    "moco_v2_r50_in1k": WeightsCfg(url=f"{MOCO_RELEASES}/moco_v2_200ep/moco_v2_200ep_pretrain.pth.tar",
+                                   md5="59fd9945", source="moco", paper=MOCO_V2_PAPER, license="cc-by-nc-4.0"),
+    "moco_v2_r50_in1k_800ep": WeightsCfg(url=f"{MOCO_RELEASES}/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
+                                         md5="a04e12f8", source="moco", paper=MOCO_V2_PAPER, license="cc-by-nc-4.0"),
+}
+
 for name, epochs, desc in [("moco_v2_r50_in1k", 200, "200-epoch schedule"),
                            ("moco_v2_r50_in1k_800ep", 800, "800-epoch schedule")]:
     register_recipe(Recipe(
         name=name, method="moco_v2", method_args=MOCO_ARGS, backbone=R50,
         augment=AugmentCfg(image_size=224), dataset="imagenet1k",
         train=TrainCfg(epochs=epochs, batch_size=256, base_lr=0.03, weight_decay=1e-4, num_workers=8),
-        weights=WeightsCfg(paper=MOCO_V2_PAPER, license="cc-by-nc-4.0"),
+        weights=MOCO_V2_WEIGHTS[name],
         description=f"MoCo v2, ResNet-50, ImageNet-1k, {desc} (official settings).",
     ))
 
