@@ -652,13 +652,22 @@ def build_model_card(config: Mapping[str, Any], repo_id: str):
         lines += [description, ""]
     trained = (f"trained on `{dataset}` for {info['epochs']} epochs" if dataset and info.get("epochs")
                else f"trained on `{dataset}`" if dataset else "")
-    lines += [f"A self-supervised **{method}** encoder (`{arch}`) {trained} with ssl_zoo "
-              f"{info.get('version', __version__)}" + (f" (recipe `{info['recipe']}`)." if info.get("recipe") else "."),
-              f"It outputs pooled {config.get('num_features', '?')}-d features (no classifier head).", ""]
     imported = info.get("imported")
+    version = info.get("version", __version__)
+    recipe_note = f" (recipe `{info['recipe']}`)." if info.get("recipe") else "."
+    if imported:  # trained by the upstream authors; ssl_zoo only converted the keys
+        lines += [f"A self-supervised **{method}** encoder (`{arch}`) {trained} by the authors of the upstream "
+                  f"release, converted to timm's layout with ssl_zoo {version}" + recipe_note]
+    else:
+        lines += [f"A self-supervised **{method}** encoder (`{arch}`) {trained} with ssl_zoo {version}" + recipe_note]
+    lines += [f"It outputs pooled {config.get('num_features', '?')}-d features (no classifier head).", ""]
     if imported:
-        lines += [f"Imported from an upstream `{imported.get('source')}` checkpoint "
-                  f"(`{imported.get('file')}`, sha256 `{imported.get('sha256')}`) with `ssl-zoo convert`.", ""]
+        origin = f" {weights_cfg['url']}" if weights_cfg.get("url") else ""
+        md5 = f", md5 `{imported['md5']}`" if imported.get("md5") else ""
+        lines += [f"Imported from the upstream `{imported.get('source')}` checkpoint{origin} "
+                  f"(`{imported.get('file')}`, sha256 `{imported.get('sha256')}`{md5}) with `ssl-zoo convert`: "
+                  f"the backbone only (heads, momentum encoder, queue and optimiser state dropped). License: "
+                  f"{license_id}, as upstream.", ""]
     size = pcfg.get("input_size")
     lines += ["## Usage", "", "```python", "import ssl_zoo", "",
               f'model = ssl_zoo.create_model("hf-hub:{repo_id}", pretrained=True).eval()',

@@ -6,7 +6,6 @@ from a small timm ResNet-18 (one block per stage)."""
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import socket
 import sys
@@ -24,9 +23,9 @@ from ssl_zoo.export import read_encoder_config, save_encoder, timm_pretrained_cf
 from ssl_zoo.recipe import WeightsCfg, _RECIPES
 
 sys.path.insert(0, str(Path(__file__).parent))
+from official_checkpoints import MODEL_ARGS, lincls_file, moco_file, simsiam_file, upstream_backbone  # noqa: E402
 from url_server import FileServer  # noqa: E402
 
-MODEL_ARGS = {"layers": [1, 1, 1, 1], "zero_init_last": False}
 BASE = ssl_zoo.get_recipe("moco_v2_r18_digits").with_overrides(model_args=MODEL_ARGS)  # resnet18, 32 px
 
 
@@ -43,56 +42,6 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     return tmp_path / "torch_home" / "hub" / "checkpoints" / "ssl_zoo"
-
-
-def upstream_backbone(seed: int) -> torch.nn.Module:
-    """The pre-trained network: random weights and non-trivial BatchNorm statistics."""
-    torch.manual_seed(seed)
-    model = timm.create_model("resnet18", num_classes=0, **MODEL_ARGS)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_()
-                m.running_var.uniform_(0.5, 2.0)
-                m.num_batches_tracked.fill_(5)
-    return model.eval()
-
-
-def mlp(prefix: str, dims: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    return {f"{prefix}{2 * i}.{n}": torch.randn(b, a) if n == "weight" else torch.randn(b)
-            for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])) for n in ("weight", "bias")}
-
-
-def legacy_bytes(obj) -> bytes:
-    """torch.save in the pre-zip format of the 2020 releases."""
-    buf = io.BytesIO()
-    torch.save(obj, buf, _use_new_zipfile_serialization=False)
-    return buf.getvalue()
-
-
-def moco_file(model) -> bytes:
-    sd = {}
-    for k, v in model.state_dict().items():
-        sd[f"module.encoder_q.{k}"], sd[f"module.encoder_k.{k}"] = v.clone(), v + 1
-    sd.update(mlp("module.encoder_q.fc.", (512, 512, 128)))
-    sd.update(mlp("module.encoder_k.fc.", (512, 512, 128)))
-    sd["module.queue"], sd["module.queue_ptr"] = torch.randn(128, 64), torch.zeros(1, dtype=torch.long)
-    return legacy_bytes({"epoch": 200, "arch": "resnet50", "state_dict": sd,
-                         "optimizer": {"state": {}, "param_groups": [{"lr": 0.03, "params": [0]}]}})
-
-
-def simsiam_file(model) -> bytes:
-    sd = {f"module.encoder.{k}": v.clone() for k, v in model.state_dict().items()}
-    sd.update(mlp("module.encoder.fc.", (512, 512, 512, 512)))
-    sd.update(mlp("module.predictor.", (512, 128, 512)))
-    return legacy_bytes({"epoch": 100, "arch": "resnet50", "state_dict": sd, "optimizer": {"state": {}}})
-
-
-def lincls_file(model, fc: torch.nn.Linear) -> bytes:
-    sd = {f"module.{k}": v.clone() for k, v in model.state_dict().items()}
-    sd["module.fc.weight"], sd["module.fc.bias"] = fc.weight.detach().clone(), fc.bias.detach().clone()
-    return legacy_bytes({"epoch": 90, "arch": "resnet50", "state_dict": sd, "best_acc1": 68.1,
-                         "optimizer": {"state": {}}})
 
 
 def md5(data: bytes) -> str:
