@@ -304,7 +304,8 @@ def url_download(url: str, *, sha256: str | None = None, md5: str | None = None,
 
     The download goes to ``<name>.incomplete`` (resumed after an interruption, with a progress bar
     that ``HF_HUB_DISABLE_PROGRESS_BARS=1`` turns off: ``huggingface_hub``'s ``http_get``), is checked against ``sha256`` / ``md5`` and only then
-    renamed into place; a file that fails the check is deleted. A cached file is checked too.
+    renamed into place; a file that fails the check is deleted. A cached file is checked too (and
+    downloaded again when it fails).
     Offline (``HF_HUB_OFFLINE``) or unreachable: ``WeightsOfflineError`` naming the URL and the path
     where a manually downloaded copy is picked up.
     """
@@ -315,8 +316,13 @@ def url_download(url: str, *, sha256: str | None = None, md5: str | None = None,
     manual = f"download it on a machine with internet and place it at {target} (it is verified on use)"
     what = f"the file at {url}"
     if target.is_file():
-        verify_checksums(target, sha256=sha256, md5=md5, what=what, discard=True)
-        return target
+        try:
+            verify_checksums(target, sha256=sha256, md5=md5, what=what, discard=True)
+            return target
+        except ChecksumMismatchError as exc:  # deleted; e.g. the recipe's checksum is for a new upload
+            if _offline():
+                raise
+            _logger.warning("%s Downloading it again.", exc)
     if _offline():
         raise WeightsOfflineError(f"HF_HUB_OFFLINE is set and {url} is not in the cache: {manual}, or unset "
                                   f"HF_HUB_OFFLINE.")

@@ -97,6 +97,18 @@ def test_first_load_downloads_converts_and_loads_then_never_touches_the_network(
     assert tuple(timm_model.pretrained_cfg["pool_size"]) == (1, 1)
 
 
+def test_a_new_upload_with_a_new_checksum_replaces_the_cached_file_and_conversion(srv, cache, monkeypatch):
+    old, new = upstream_backbone(8), upstream_backbone(9)
+    path = "/moco/replaced/moco_v2_200ep_pretrain.pth.tar"
+    srv.files[path] = moco_file(old)
+    register(monkeypatch, "test_replaced_url", url=srv.url(path), md5=md5(srv.files[path])[:8], source="moco")
+    assert torch.equal(features(ssl_zoo.create_model("test_replaced_url", pretrained=True)), features(old))
+    srv.files[path] = moco_file(new)
+    register(monkeypatch, "test_replaced_url", url=srv.url(path), md5=md5(srv.files[path])[:8], source="moco")
+    assert torch.equal(features(ssl_zoo.create_model("test_replaced_url", pretrained=True)), features(new))
+    assert srv.gets(path) == 2
+
+
 def test_interrupted_download_resumes_with_a_range_request(srv, cache, monkeypatch):
     up = upstream_backbone(1)
     data = simsiam_file(up)
