@@ -2,8 +2,11 @@
 
 Loading follows timm's priority: an explicit ``checkpoint`` (file or folder), then the recipe's
 ``weights.file``, ``weights.hf_hub_id`` (``hf_hub_download``: cache, revision, ``HF_HUB_OFFLINE``),
-``weights.url``. Weights always end in a strict ``load_state_dict``: a checkpoint for another
-architecture fails with the missing / unexpected / shape-mismatched keys listed.
+``weights.url`` (also the fallback when the Hub repo is missing or unreachable). A URL is
+downloaded once into torch.hub's cache under a hash of the URL, checked (md5 prefix / sha256)
+and, for an upstream layout (``weights.source``), converted with ``ssl_zoo.convert`` into a
+safetensors file stored next to it. Weights always end in a strict ``load_state_dict``: a
+checkpoint for another architecture fails with the missing / unexpected / shape-mismatched keys listed.
 
 The Hub endpoint, offline flag and cache are read from ``huggingface_hub.constants`` at call
 time (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE``), so patching those constants or
@@ -62,7 +65,7 @@ class WeightsOfflineError(WeightsError):
 
 
 class ChecksumMismatchError(WeightsError):
-    """The file's sha256 differs from the one the recipe records."""
+    """The file's sha256 (or a URL file's md5) differs from the one the recipe records."""
 
 
 class CorruptWeightsError(WeightsError):
@@ -401,8 +404,10 @@ def url_weights(recipe: Recipe, cache_dir: str | os.PathLike | None = None) -> P
         return converted / WEIGHTS_NAME
     src = url_download(w.url, sha256=sha256, md5=md5, cache_dir=cache_dir)
     with FileLock(str(converted) + ".lock"):
+        if (converted / WEIGHTS_NAME).is_file() and _imported_matches(converted / CONFIG_NAME, sha256, md5):
+            return converted / WEIGHTS_NAME  # another process converted it while this one waited
         if converted.exists():
-            shutil.rmtree(converted)  # made from another file (the checksum changed) or interrupted
+            shutil.rmtree(converted)  # made from another file (the checksum changed)
         with tempfile.TemporaryDirectory(prefix=".converting_", dir=converted.parent) as tmp:
             try:
                 out = convert_checkpoint(src, w.source, Path(tmp) / CONVERTED_DIR, recipe=recipe)
@@ -835,8 +840,9 @@ def run_push(args: argparse.Namespace) -> int:
 __all__ = [
     "WeightsError", "WeightsNotPublishedError", "WeightsNotFoundError", "WeightsOfflineError",
     "ChecksumMismatchError", "CorruptWeightsError", "ArchitectureMismatchError", "TRAINING_STATE_PATTERNS",
-    "parse_repo_spec", "sha256_file", "verify_sha256", "find_model_dir", "read_state_dict", "head_prefixes",
-    "load_state_dict_strict", "hub_download", "url_download", "resolve_weights", "load_pretrained",
+    "parse_repo_spec", "sha256_file", "file_digests", "verify_sha256", "verify_checksums", "find_model_dir",
+    "read_state_dict", "head_prefixes", "load_state_dict_strict", "hub_download", "url_cache_folder",
+    "url_download", "url_weights", "resolve_weights", "load_classifier", "load_pretrained",
     "create_model_from_hub", "build_model_card", "training_state_files", "push_to_hub",
     "configure_push_parser", "run_push",
 ]
