@@ -173,6 +173,29 @@ def test_offline_error_names_the_url_and_where_to_put_the_file(srv, cache, monke
     assert len(srv.requests) == n_requests
 
 
+def test_hf_hub_offline_environment_variable_in_a_fresh_process(srv, tmp_path):
+    """HF_HUB_OFFLINE=1 in the environment (read when huggingface_hub is imported): the one-line error."""
+    import os
+    import subprocess
+
+    path = "/moco/env-offline/moco_v2_200ep_pretrain.pth.tar"
+    srv.files[path] = b"never served"
+    code = ("import ssl_zoo\n"
+            "from ssl_zoo.hub import WeightsOfflineError\n"
+            f"r = ssl_zoo.get_recipe('moco_v2_r50_in1k').with_overrides(url={srv.url(path)!r})\n"
+            "try:\n    ssl_zoo.create_model(r, pretrained=True)\n"
+            "except WeightsOfflineError as exc:\n    print(exc)\n    raise SystemExit(3)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TORCH_HOME": str(tmp_path / "torch_home"),
+           "HF_HUB_CACHE": str(tmp_path / "hf_cache"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    n_requests = len(srv.requests)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    message = proc.stdout.strip()
+    assert "\n" not in message and "HF_HUB_OFFLINE is set" in message and srv.url(path) in message
+    assert str(tmp_path / "torch_home" / "hub" / "checkpoints" / "ssl_zoo") in message
+    assert len(srv.requests) == n_requests
+
+
 def test_unreachable_server_is_one_line(cache, monkeypatch):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -196,6 +219,13 @@ def test_urls_with_the_same_file_name_do_not_collide(srv, cache, monkeypatch):
     assert not torch.equal(features(ups[0]), features(ups[1]))
     assert H.url_cache_folder(srv.url("/simsiam/run0/pretrain/checkpoint_0099.pth.tar")) != \
         H.url_cache_folder(srv.url("/simsiam/run1/pretrain/checkpoint_0099.pth.tar"))
+    # Files already in our format (no conversion), both called model.safetensors (issue 11, A5).
+    for i, up in enumerate(ups):
+        save_encoder(up, cache.parent / f"export{i}", BASE)
+        srv.files[f"/org{i}/model.safetensors"] = (cache.parent / f"export{i}" / "model.safetensors").read_bytes()
+        register(monkeypatch, f"test_safetensors_{i}", url=srv.url(f"/org{i}/model.safetensors"))
+    for i, up in enumerate(ups):
+        assert torch.equal(features(ssl_zoo.create_model(f"test_safetensors_{i}", pretrained=True)), features(up))
 
 
 def test_official_linear_classifier_with_num_classes(srv, cache, monkeypatch):
