@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import hashlib
+import json
 import logging
 import os
 import re
@@ -369,13 +370,19 @@ def _url_checksums(weights: WeightsCfg) -> tuple[str | None, str | None]:
     return (None if weights.hf_hub_id else weights.sha256), weights.md5
 
 
-def _imported_matches(config_path: Path, sha256: str | None, md5: str | None) -> bool:
-    """Whether a cached conversion was made from a file with these checksums (none recorded: any)."""
+def _conversion_matches(folder: Path, recipe: Recipe, sha256: str | None, md5: str | None) -> bool:
+    """Whether a cached conversion holds this recipe's architecture and was made from a file with
+    these checksums (when the recipe records any)."""
+    if not (folder / WEIGHTS_NAME).is_file():
+        return False
     try:
-        imported = read_encoder_config(config_path)["ssl_zoo"]["imported"]
+        config = read_encoder_config(folder)
+        imported = config["ssl_zoo"]["imported"]
+        same_arch = (config["architecture"] == recipe.backbone.arch and json.dumps(config.get("model_args") or {},
+                     sort_keys=True) == json.dumps(dict(recipe.backbone.model_args), sort_keys=True))
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    if sha256 and imported.get("sha256") != sha256.lower():
+    if not same_arch or (sha256 and imported.get("sha256") != sha256.lower()):
         return False
     return not md5 or str(imported.get("md5") or "").startswith(md5.lower())
 
@@ -400,14 +407,14 @@ def url_weights(recipe: Recipe, cache_dir: str | os.PathLike | None = None) -> P
         raise WeightsError(f"Recipe {recipe.name!r} names weights.source {w.source!r}; ssl_zoo.convert knows "
                            f"{', '.join(FILTERS)}.")
     converted = url_cache_folder(w.url, cache_dir) / CONVERTED_DIR
-    if (converted / WEIGHTS_NAME).is_file() and _imported_matches(converted / CONFIG_NAME, sha256, md5):
+    if _conversion_matches(converted, recipe, sha256, md5):
         return converted / WEIGHTS_NAME
     src = url_download(w.url, sha256=sha256, md5=md5, cache_dir=cache_dir)
     with FileLock(str(converted) + ".lock"):
-        if (converted / WEIGHTS_NAME).is_file() and _imported_matches(converted / CONFIG_NAME, sha256, md5):
+        if _conversion_matches(converted, recipe, sha256, md5):
             return converted / WEIGHTS_NAME  # another process converted it while this one waited
         if converted.exists():
-            shutil.rmtree(converted)  # made from another file (the checksum changed)
+            shutil.rmtree(converted)  # made from another file (the checksum changed) or for another architecture
         with tempfile.TemporaryDirectory(prefix=".converting_", dir=converted.parent) as tmp:
             try:
                 out = convert_checkpoint(src, w.source, Path(tmp) / CONVERTED_DIR, recipe=recipe)

@@ -109,6 +109,21 @@ def test_a_new_upload_with_a_new_checksum_replaces_the_cached_file_and_conversio
     assert srv.gets(path) == 2
 
 
+def test_a_recipe_with_another_architecture_gets_its_own_conversion(srv, cache, monkeypatch):
+    up = upstream_backbone(10)
+    path = "/moco/arch/moco_v2_200ep_pretrain.pth.tar"
+    srv.files[path] = moco_file(up)
+    register(monkeypatch, "test_arch_a", url=srv.url(path), source="moco")
+    assert torch.equal(features(ssl_zoo.create_model("test_arch_a", pretrained=True)), features(up))
+    # resnet34 with one block per stage has resnet18's keys: same weights, another timm architecture
+    other = BASE.with_overrides(name="test_arch_b", arch="resnet34", weights={"url": srv.url(path), "source": "moco"})
+    monkeypatch.setitem(_RECIPES, other.name, other)
+    assert torch.equal(features(ssl_zoo.create_model("test_arch_b", pretrained=True)), features(up))
+    config = read_encoder_config(H.url_cache_folder(srv.url(path)) / "converted")
+    assert config["architecture"] == "resnet34" and config["ssl_zoo"]["recipe"] == "test_arch_b"
+    assert srv.gets(path) == 1
+
+
 def test_interrupted_download_resumes_with_a_range_request(srv, cache, monkeypatch):
     up = upstream_backbone(1)
     data = simsiam_file(up)
