@@ -9,7 +9,7 @@ from typing import Sequence
 
 # subcommand -> (module, parser-builder, runner, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "list": ("ssl_zoo.cli", "configure_list_parser", "run_list", "list recipes (method, backbone, dataset, weights)"),
+    "list": ("ssl_zoo.cli", "configure_list_parser", "run_list", "list recipes (method, backbone, dataset, license, weights)"),
     "train": ("ssl_zoo.train", "configure_parser", "run_cli", "train a recipe (also: accelerate launch -m ssl_zoo.train)"),
     "demo": ("ssl_zoo.demo", "configure_parser", "run_cli", "train the MoCo v2 demo on the embedded digits and show k-NN before/after"),
     "datasets": ("ssl_zoo.data", "configure_parser", "run_cli", "list dataset names and the folder layout each expects"),
@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 
 def configure_list_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("filter", nargs="?", default="*", help="fnmatch pattern ('moco*') or a word to search for ('digits')")
-    parser.add_argument("--pretrained", action="store_true", help="only recipes with published weights")
+    parser.add_argument("--pretrained", action="store_true", help="only recipes with weights to download (Hub repo, official URL or file)")
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -35,12 +35,12 @@ def run_list(args: argparse.Namespace) -> int:
     if not names:
         print(f"No recipe matches {args.filter!r}.", file=sys.stderr)
         return 1
-    rows = [("recipe", "method", "backbone", "dataset", "size", "epochs", "weights")]
+    rows = [("recipe", "method", "backbone", "dataset", "size", "epochs", "license", "weights")]
     for name in names:
         r = get_recipe(name)
         method = r.method if r.method != "synth" else f"synth({r.method_args.get('base', '?')})"
         rows.append((name, method, r.backbone.arch, r.dataset, str(r.image_size), str(r.train.epochs),
-                     r.weights.hf_hub_id or r.weights.url or r.weights.file or "not published"))
+                     r.weights.license, r.weights.hf_hub_id or r.weights.url or r.weights.file or "not published"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -23,10 +23,13 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 StateDict = dict[str, torch.Tensor]
 
@@ -147,31 +150,43 @@ def check_complete(state: StateDict, model: nn.Module) -> StateDict:
     return {k: (state[k] if k in state else own[k]) for k in own}
 
 
+def split_linear_classifier(state: StateDict, model: nn.Module) -> tuple[StateDict, StateDict]:
+    """Official linear-probe checkpoints (MoCo's and SimSiam's ``main_lincls.py``): a DDP-wrapped
+    torchvision ResNet, ``module.<key>``, whose ``fc`` is the linear classifier. Returns the
+    backbone (timm keys, checked like any import) and the classifier (``weight``, ``bias``)."""
+    sub = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")} or dict(state)
+    head = {k[len("fc."):]: v for k, v in sub.items() if k.startswith("fc.")}
+    if set(head) != {"weight", "bias"}:
+        raise ConversionError(f"No linear classifier (module.fc.weight and module.fc.bias) in this checkpoint; "
+                              f"its fc keys are {sorted(head) or 'none'}. Is it a main_lincls.py checkpoint?")
+    backbone = check_complete({k: v for k, v in sub.items() if not k.startswith("fc.")}, model)
+    return backbone, head
+
+
 # -- the conversion ---------------------------------------------------------------
 
 def convert_checkpoint(src: str | Path, source: str, out_dir: str | Path, arch: str | None = None,
-                       recipe: str | None = None, method: str | None = None,
+                       recipe: str | Recipe | None = None, method: str | None = None,
                        model_args: Mapping[str, Any] | None = None) -> Path:
     """Convert an upstream checkpoint into an ssl_zoo model folder; returns the folder.
 
-    The architecture comes from ``recipe`` (its backbone), ``arch``, the checkpoint's own ``arch``
-    entry (official MoCo / SimSiam) or defaults to ``resnet50``.
+    The architecture comes from ``recipe`` (a registered name or a ``Recipe``: its backbone),
+    ``arch``, the checkpoint's own ``arch`` entry (official MoCo / SimSiam) or defaults to ``resnet50``.
     """
     import timm
 
     from .export import save_encoder
-    from .hub import sha256_file
+    from .hub import file_digests
+    from .recipe import Recipe, get_recipe
 
     if source not in FILTERS:
         raise ValueError(f"Unknown source {source!r}; choose one of {', '.join(FILTERS)}.")
     checkpoint = load_upstream(src)
     rec = None
     if recipe is not None:
-        from .recipe import get_recipe
-
-        rec = get_recipe(recipe)
+        rec = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
         if arch is not None and arch != rec.backbone.arch:
-            raise ValueError(f"--arch {arch} contradicts recipe {recipe!r}, whose backbone is {rec.backbone.arch}.")
+            raise ValueError(f"--arch {arch} contradicts recipe {rec.name!r}, whose backbone is {rec.backbone.arch}.")
         arch, model_args = rec.backbone.arch, dict(rec.backbone.model_args) if model_args is None else model_args
     stored_arch = checkpoint.get("arch") if isinstance(checkpoint.get("arch"), str) else None
     arch = arch or stored_arch or "resnet50"
@@ -180,8 +195,9 @@ def convert_checkpoint(src: str | Path, source: str, out_dir: str | Path, arch: 
     model.load_state_dict(state, strict=True)
     if rec is None:
         model.pretrained_cfg = _imported_pretrained_cfg(model, arch, source)
-    extra: dict[str, Any] = {"imported": {"source": source, "file": Path(src).name, "sha256": sha256_file(src),
-                                          "arch": arch, "epoch": checkpoint.get("epoch")
+    digests = file_digests(src)
+    extra: dict[str, Any] = {"imported": {"source": source, "file": Path(src).name, "sha256": digests["sha256"],
+                                          "md5": digests["md5"], "arch": arch, "epoch": checkpoint.get("epoch")
                                           if isinstance(checkpoint.get("epoch"), int) else None}}
     method = method or (rec.method if rec is not None else SOURCE_METHODS.get(source))
     if method and rec is None:
@@ -226,12 +242,13 @@ def run_cli(args: argparse.Namespace) -> int:
 
     cfg = read_encoder_config(out)
     print(f"Wrote {out}/model.safetensors ({cfg['architecture']}, {cfg['num_features']}-d features) and config.json.")
-    print(f"Load it with ssl_zoo.create_model('hf-hub:...') after `ssl-zoo push {out} --repo ORG/NAME`, "
-          f"or timm.create_model({cfg['architecture']!r}, pretrained=True, num_classes=0, "
-          f"pretrained_cfg_overlay=dict(file='{out}/model.safetensors')).")
+    print(f"Load it with timm.create_model('local-dir:{out}', pretrained=True) (weights and preprocessing from "
+          f"config.json), or with ssl_zoo.create_model('hf-hub:ORG/NAME', pretrained=True) after "
+          f"`ssl-zoo push {out} --repo ORG/NAME`.")
     return 0
 
 
 __all__ = ["ConversionError", "FILTERS", "load_upstream", "state_dict_of", "filter_moco", "filter_simsiam",
-           "filter_lightning_backbone", "filter_classifier", "check_complete", "convert_checkpoint",
+           "filter_lightning_backbone", "filter_classifier", "check_complete", "split_linear_classifier",
+           "convert_checkpoint",
            "configure_parser", "run_cli"]

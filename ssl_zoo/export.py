@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -65,7 +66,7 @@ def save_encoder(encoder: nn.Module, out_dir: str | os.PathLike, recipe: Recipe 
     pretrained_cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in pretrained_cfg.items()
                       if k not in ("hf_hub_id", "file", "url")}  # the location is where it is now
     pretrained_cfg["num_classes"] = 0
-    pretrained_cfg = timm_pretrained_cfg(pretrained_cfg, architecture)
+    pretrained_cfg = timm_pretrained_cfg(pretrained_cfg, architecture, encoder)
     ssl_info: dict[str, Any] = {"version": __version__, "metrics": dict(metrics or {})}
     if recipe is not None:
         ssl_info.update(recipe=recipe.name, method=recipe.method, dataset=recipe.dataset,
@@ -85,10 +86,12 @@ def save_encoder(encoder: nn.Module, out_dir: str | os.PathLike, recipe: Recipe 
     return out
 
 
-def timm_pretrained_cfg(cfg: Mapping[str, Any], architecture: str) -> dict[str, Any]:
+def timm_pretrained_cfg(cfg: Mapping[str, Any], architecture: str, model: nn.Module | None = None) -> dict[str, Any]:
     """Keep only fields timm's ``PretrainedCfg`` accepts (``timm.create_model("hf-hub:...")`` rejects
     others), rename ``paper`` to ``paper_ids`` and add the architecture's ``classifier`` / ``first_conv``
-    so timm can swap the head (``num_classes=N``)."""
+    so timm can swap the head (``num_classes=N``). ``pool_size`` (the final feature map) is timm's
+    default only at timm's default input size; at another size it is computed from ``model``'s
+    output stride (``feature_info``), or left out when that is unknown."""
     import dataclasses
 
     from timm.models import get_pretrained_cfg
@@ -102,11 +105,28 @@ def timm_pretrained_cfg(cfg: Mapping[str, Any], architecture: str) -> dict[str, 
         default = get_pretrained_cfg(architecture)
     except Exception:  # an architecture without a default cfg: nothing to add
         default = None
-    for key in ("classifier", "first_conv", "pool_size"):
+    for key in ("classifier", "first_conv"):
         value = getattr(default, key, None) if default is not None else None
         if value is not None and out.get(key) is None:
             out[key] = list(value) if isinstance(value, tuple) else value
+    if out.get("pool_size") is None:
+        pool = _pool_size(out.get("input_size"), default, model)
+        if pool is not None:
+            out["pool_size"] = pool
     return {k: v for k, v in out.items() if k in fields and v is not None}
+
+
+def _pool_size(input_size: Any, default: Any, model: nn.Module | None) -> list[int] | None:
+    """The final feature map's size for ``input_size`` (C, H, W)."""
+    default_size = getattr(default, "input_size", None)
+    if input_size is None or (default_size is not None and tuple(input_size) == tuple(default_size)):
+        pool = getattr(default, "pool_size", None)
+        return list(pool) if pool is not None else None
+    info = getattr(model, "feature_info", None)
+    reduction = info[-1].get("reduction") if isinstance(info, list) and info and isinstance(info[-1], dict) else None
+    if not reduction:
+        return None
+    return [math.ceil(int(input_size[1]) / reduction), math.ceil(int(input_size[2]) / reduction)]
 
 
 def read_encoder_config(path: str | os.PathLike) -> dict[str, Any]:

@@ -72,10 +72,13 @@ def create_model(name: str | Recipe, pretrained: bool = False, num_classes: int 
                  checkpoint: str | Path | None = None, **overrides: Any) -> nn.Module:
     """Create the encoder of a recipe: ``(B, 3, H, W) -> (B, model.num_features)``.
 
-    ``pretrained=True`` loads the recipe's published weights (file > Hub > URL);
+    ``pretrained=True`` loads the recipe's published weights (file > Hub > URL; a URL file is
+    downloaded once, verified and converted: ``ssl_zoo.hub.resolve_weights``);
     ``checkpoint`` loads a local file or run/model directory instead. ``name`` may also be
     ``"hf-hub:org/repo[@revision]"`` for any repo in ssl_zoo/timm format.
-    ``num_classes > 0`` adds a freshly initialised linear head.
+    ``num_classes > 0`` adds a linear head: the recipe's official linear classifier when it has
+    one with that many classes (``weights.classifier_url``, e.g. SimSiam's ImageNet probe with
+    ``num_classes=1000``) and ``pretrained=True``, else a freshly initialised one.
     """
     if isinstance(name, str) and name.startswith("hf-hub:"):
         from .hub import create_model_from_hub

@@ -2,8 +2,11 @@
 
 Loading follows timm's priority: an explicit ``checkpoint`` (file or folder), then the recipe's
 ``weights.file``, ``weights.hf_hub_id`` (``hf_hub_download``: cache, revision, ``HF_HUB_OFFLINE``),
-``weights.url``. Weights always end in a strict ``load_state_dict``: a checkpoint for another
-architecture fails with the missing / unexpected / shape-mismatched keys listed.
+``weights.url`` (also the fallback when the Hub repo is missing or unreachable). A URL is
+downloaded once into torch.hub's cache under a hash of the URL, checked (md5 prefix / sha256)
+and, for an upstream layout (``weights.source``), converted with ``ssl_zoo.convert`` into a
+safetensors file stored next to it. Weights always end in a strict ``load_state_dict``: a
+checkpoint for another architecture fails with the missing / unexpected / shape-mismatched keys listed.
 
 The Hub endpoint, offline flag and cache are read from ``huggingface_hub.constants`` at call
 time (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE``), so patching those constants or
@@ -14,9 +17,11 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import hashlib
+import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -28,7 +33,7 @@ from torch import nn
 
 from .checkpoint import CHECKPOINT_NAME
 from .export import CONFIG_NAME, WEIGHTS_NAME, read_encoder_config, save_encoder
-from .recipe import Recipe
+from .recipe import Recipe, WeightsCfg
 
 _logger = logging.getLogger(__name__)
 
@@ -61,7 +66,7 @@ class WeightsOfflineError(WeightsError):
 
 
 class ChecksumMismatchError(WeightsError):
-    """The file's sha256 differs from the one the recipe records."""
+    """The file's sha256 (or a URL file's md5) differs from the one the recipe records."""
 
 
 class CorruptWeightsError(WeightsError):
@@ -90,6 +95,16 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk_size), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_digests(path: str | os.PathLike, chunk_size: int = 1 << 20) -> dict[str, str]:
+    """Hex ``md5`` and ``sha256`` of a file, in one pass."""
+    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_size), b""):
+            md5.update(block)
+            sha256.update(block)
+    return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
 
 
 def verify_sha256(path: str | os.PathLike, expected: str, what: str = "weights") -> None:
@@ -249,29 +264,179 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None, *, en
         raise WeightsError(f"Downloading {filename} of {where} from {host} failed: {exc}") from exc
 
 
-def url_download(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Download ``url`` once into torch's checkpoint cache (``$TORCH_HOME/hub/checkpoints``)."""
-    name = os.path.basename(urlsplit(url).path) or hashlib.sha256(url.encode()).hexdigest()[:16]
-    folder = Path(cache_dir) if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints"
-    target = folder / name
+def url_cache_folder(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder of one URL: ``<cache>/<first 16 hex digits of sha256(url)>``.
+
+    ``cache`` is ``cache_dir`` or ``$TORCH_HOME/hub/checkpoints/ssl_zoo`` (torch.hub's checkpoint
+    cache, read at call time). Keyed by the whole URL, so two URLs that end in the same file name
+    never share an entry.
+    """
+    root = Path(cache_dir) if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints" / "ssl_zoo"
+    return root / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def _url_file_name(url: str) -> str:
+    return os.path.basename(urlsplit(url).path) or "download"
+
+
+def verify_checksums(path: str | os.PathLike, *, sha256: str | None = None, md5: str | None = None,
+                     what: str = "weights", discard: bool = False) -> dict[str, str]:
+    """Check a file against a sha256 and / or an md5 (or md5 prefix); returns the file's digests.
+
+    On a mismatch raises ``ChecksumMismatchError``; with ``discard`` the file is deleted first, so
+    a bad download never stays in the cache.
+    """
+    digests = file_digests(path)
+    problems = []
+    if sha256 and digests["sha256"] != sha256.lower().strip():
+        problems.append(f"sha256 is {digests['sha256']}, expected {sha256}")
+    if md5 and not digests["md5"].startswith(md5.lower().strip()):
+        problems.append(f"md5 is {digests['md5']}, expected {'a prefix ' if len(md5) < 32 else ''}{md5}")
+    if problems:
+        if discard:
+            Path(path).unlink(missing_ok=True)
+        kept = "It was deleted from the cache; run again to download it anew. " if discard else ""
+        raise ChecksumMismatchError(
+            f"Checksum mismatch for {what} ({path}): {'; '.join(problems)}. The download is corrupt or the file "
+            f"changed upstream. {kept}If the new file is intended, update the recipe's weights checksum.")
+    return digests
+
+
+def url_download(url: str, *, sha256: str | None = None, md5: str | None = None,
+                 cache_dir: str | os.PathLike | None = None) -> Path:
+    """Download ``url`` once into ``url_cache_folder(url)/<file name>`` and return the path.
+
+    The download goes to ``<name>.incomplete`` (resumed after an interruption, with a progress bar
+    that ``HF_HUB_DISABLE_PROGRESS_BARS=1`` turns off: ``huggingface_hub``'s ``http_get``), is checked against ``sha256`` / ``md5`` and only then
+    renamed into place; a file that fails the check is deleted. A cached file is checked too (and
+    downloaded again when it fails).
+    Offline (``HF_HUB_OFFLINE``) or unreachable: ``WeightsOfflineError`` naming the URL and the path
+    where a manually downloaded copy is picked up.
+    """
+    from filelock import FileLock
+
+    folder = url_cache_folder(url, cache_dir)
+    target = folder / _url_file_name(url)
+    manual = f"download it on a machine with internet and place it at {target} (it is verified on use)"
+    what = f"the file at {url}"
     if target.is_file():
-        return target
+        try:
+            verify_checksums(target, sha256=sha256, md5=md5, what=what, discard=True)
+            return target
+        except ChecksumMismatchError as exc:  # deleted; e.g. the recipe's checksum is for a new upload
+            if _offline():
+                raise
+            _logger.warning("%s Downloading it again.", exc)
     if _offline():
-        raise WeightsOfflineError(f"HF_HUB_OFFLINE is set and {url} is not cached at {target}. Download it "
-                                  f"with network access once, or pass checkpoint='path/to/{name}'.")
+        raise WeightsOfflineError(f"HF_HUB_OFFLINE is set and {url} is not in the cache: {manual}, or unset "
+                                  f"HF_HUB_OFFLINE.")
     folder.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(url, str(target), progress=False)  # writes a temp file, then renames
-    except Exception as exc:
-        raise WeightsError(f"Downloading {url} failed: {exc}") from exc
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.file_download import http_get
+
+    partial = target.with_name(target.name + ".incomplete")
+    with FileLock(str(target) + ".lock"):  # another process may be downloading the same URL
+        if not target.is_file():
+            try:
+                with open(partial, "ab") as fh:  # resumes a download an interruption left behind
+                    http_get(url, fh, resume_size=fh.tell(), displayed_filename=target.name)
+            except OfflineModeIsEnabled as exc:
+                raise WeightsOfflineError(f"HF_HUB_OFFLINE is set and {url} is not in the cache: {manual}.") from exc
+            except HfHubHTTPError as exc:
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                partial.unlink(missing_ok=True)
+                raise WeightsNotFoundError(f"{url} answered HTTP {status}: the file moved or the URL is wrong; "
+                                           f"check the recipe's weights.url, or {manual}.") from exc
+            except Exception as exc:  # connection refused, DNS, timeouts, a truncated transfer
+                first_line = (str(exc).strip().splitlines() or [""])[0]
+                kept = partial.is_file() and partial.stat().st_size > 0
+                if not kept:
+                    partial.unlink(missing_ok=True)
+                resume = f" ({partial.stat().st_size} bytes arrived; the next call resumes)" if kept else ""
+                raise WeightsOfflineError(f"Could not download {url} ({type(exc).__name__}: {first_line}){resume}. "
+                                          f"Retry, or {manual}.") from exc
+            digests = verify_checksums(partial, sha256=sha256, md5=md5, what=what, discard=True)
+            if not (sha256 or md5):
+                _logger.warning("%s has no published checksum; the downloaded file's sha256 is %s.", url,
+                                digests["sha256"])
+            os.replace(partial, target)
+            return target
+    verify_checksums(target, sha256=sha256, md5=md5, what=what, discard=True)  # finished by another process
     return target
+
+
+def _url_checksums(weights: WeightsCfg) -> tuple[str | None, str | None]:
+    """(sha256, md5) of the file at ``weights.url``: ``sha256`` describes the Hub file when there is one."""
+    return (None if weights.hf_hub_id else weights.sha256), weights.md5
+
+
+def _conversion_matches(folder: Path, recipe: Recipe, sha256: str | None, md5: str | None) -> bool:
+    """Whether a cached conversion holds this recipe's architecture and was made from a file with
+    these checksums (when the recipe records any)."""
+    if not (folder / WEIGHTS_NAME).is_file():
+        return False
+    try:
+        config = read_encoder_config(folder)
+        imported = config["ssl_zoo"]["imported"]
+        same_arch = (config["architecture"] == recipe.backbone.arch and json.dumps(config.get("model_args") or {},
+                     sort_keys=True) == json.dumps(dict(recipe.backbone.model_args), sort_keys=True))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not same_arch or (sha256 and imported.get("sha256") != sha256.lower()):
+        return False
+    return not md5 or str(imported.get("md5") or "").startswith(md5.lower())
+
+
+CONVERTED_DIR = "converted"
+
+
+def url_weights(recipe: Recipe, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The ``model.safetensors`` for ``recipe.weights.url``: the download itself when it is in our
+    format, else its conversion (``weights.source``, ``ssl_zoo.convert``), made once and stored in
+    ``url_cache_folder(url)/converted/`` next to the download. Later calls read the conversion
+    without any network access."""
+    w = recipe.weights
+    sha256, md5 = _url_checksums(w)
+    if not w.source:
+        return url_download(w.url, sha256=sha256, md5=md5, cache_dir=cache_dir)
+    from filelock import FileLock
+
+    from .convert import FILTERS, ConversionError, convert_checkpoint
+
+    if w.source not in FILTERS:
+        raise WeightsError(f"Recipe {recipe.name!r} names weights.source {w.source!r}; ssl_zoo.convert knows "
+                           f"{', '.join(FILTERS)}.")
+    converted = url_cache_folder(w.url, cache_dir) / CONVERTED_DIR
+    if _conversion_matches(converted, recipe, sha256, md5):
+        return converted / WEIGHTS_NAME
+    src = url_download(w.url, sha256=sha256, md5=md5, cache_dir=cache_dir)
+    with FileLock(str(converted) + ".lock"):
+        if _conversion_matches(converted, recipe, sha256, md5):
+            return converted / WEIGHTS_NAME  # another process converted it while this one waited
+        if converted.exists():
+            shutil.rmtree(converted)  # made from another file (the checksum changed) or for another architecture
+        with tempfile.TemporaryDirectory(prefix=".converting_", dir=converted.parent) as tmp:
+            try:
+                out = convert_checkpoint(src, w.source, Path(tmp) / CONVERTED_DIR, recipe=recipe)
+            except ConversionError as exc:
+                raise WeightsError(f"The file at {w.url} ({src}) does not convert as weights.source "
+                                   f"{w.source!r} for recipe {recipe.name!r}: {exc}") from exc
+            os.replace(out, converted)
+    _logger.info("Converted %s (%s) into %s", w.url, w.source, converted)
+    return converted / WEIGHTS_NAME
 
 
 def resolve_weights(recipe: Recipe, checkpoint: str | os.PathLike | None = None, *,
                     endpoint: str | None = None, token: str | bool | None = None,
                     cache_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
-    """The local weights file for a recipe and where it came from, in timm's priority:
-    explicit checkpoint > ``weights.file`` > ``weights.hf_hub_id`` > ``weights.url``."""
+    """The local, verified weights file for a recipe and where it came from, in timm's priority:
+    explicit checkpoint > ``weights.file`` > ``weights.hf_hub_id`` > ``weights.url``.
+
+    ``weights.sha256`` is checked for a file or Hub download, ``weights.md5`` / ``sha256`` for a
+    URL download (an explicit ``checkpoint`` is another file and is not checked). When the Hub
+    repo cannot be reached, is not cached offline or does not exist yet and the recipe has a URL,
+    the URL is used instead. ``cache_dir`` is the Hugging Face cache (URL downloads use torch.hub's).
+    """
     w = recipe.weights
     if checkpoint is not None:
         path = Path(checkpoint)
@@ -287,14 +452,33 @@ def resolve_weights(recipe: Recipe, checkpoint: str | os.PathLike | None = None,
         if not path.is_file():
             raise WeightsNotFoundError(f"Recipe {recipe.name!r} points to weights file {w.file}, which does not "
                                        f"exist.")
+        if w.sha256:
+            verify_sha256(path, w.sha256, what=f"recipe {recipe.name!r} weights (file {path})")
         return path, f"file {path}"
+    hub_failure: WeightsError | None = None
     if w.hf_hub_id:
         repo_id, rev = parse_repo_spec(w.hf_hub_id)
         revision = w.revision or rev
-        path = hub_download(repo_id, w.filename, revision, endpoint=endpoint, token=token, cache_dir=cache_dir)
-        return path, f"hf-hub:{repo_id}@{revision or 'main'}/{w.filename}"
+        where = f"hf-hub:{repo_id}@{revision or 'main'}/{w.filename}"
+        try:
+            path = hub_download(repo_id, w.filename, revision, endpoint=endpoint, token=token, cache_dir=cache_dir)
+        except (WeightsOfflineError, WeightsNotFoundError) as exc:
+            if not w.url:
+                raise
+            hub_failure = exc
+            _logger.warning("%s: %s Using %s instead.", recipe.name, exc, w.url)
+        else:
+            if w.sha256:
+                verify_sha256(path, w.sha256, what=f"recipe {recipe.name!r} weights ({where})")
+            return path, where
     if w.url:
-        return url_download(w.url), f"url {w.url}"
+        try:
+            return url_weights(recipe), f"url {w.url}"
+        except WeightsOfflineError as exc:
+            if hub_failure is None:
+                raise
+            raise WeightsOfflineError(f"Neither the Hub nor the URL is available for recipe {recipe.name!r}. "
+                                      f"Hub: {hub_failure} URL: {exc}") from exc
     raise WeightsNotPublishedError(
         f"No pretrained weights are published for recipe {recipe.name!r} yet (its weights have no file, "
         f"hf_hub_id or url). Train them with `ssl-zoo train {recipe.name}` and load the run with "
@@ -304,16 +488,80 @@ def resolve_weights(recipe: Recipe, checkpoint: str | os.PathLike | None = None,
 
 # -- loading --------------------------------------------------------------------
 
+CLASSIFIER_NAME = "classifier.safetensors"
+
+
+def load_classifier(model: nn.Module, recipe: Recipe) -> None:
+    """Load the recipe's official linear classifier (``weights.classifier_url``) into the head of
+    ``model``, whose backbone already holds the recipe's weights.
+
+    The classifier checkpoint is downloaded once (``url_download``), converted with
+    ``ssl_zoo.convert.split_linear_classifier``, its backbone checked against the model's (the
+    probe trains on frozen weights, so they must be equal) and the head stored as
+    ``classifier.safetensors`` next to the download; later calls read that file only.
+    """
+    from filelock import FileLock
+    from safetensors.torch import load_file, save_file
+
+    from .convert import ConversionError, load_upstream, split_linear_classifier, state_dict_of
+
+    url = recipe.weights.classifier_url
+    heads = head_prefixes(model)
+    if len(heads) != 1:
+        raise WeightsError(f"Recipe {recipe.name!r}: the model has no single classifier head to load {url} into.")
+    head = model.get_submodule(heads[0])
+    stored = url_cache_folder(url) / CLASSIFIER_NAME
+    if not stored.is_file():
+        src = url_download(url)
+        try:
+            backbone, fc = split_linear_classifier(state_dict_of(load_upstream(src)), _without_head(model))
+        except ConversionError as exc:
+            raise WeightsError(f"The classifier at {url} ({src}) does not fit recipe {recipe.name!r}: {exc}") from exc
+        own = model.state_dict()
+        differ = [k for k, v in backbone.items() if not k.endswith("num_batches_tracked")
+                  and not torch.equal(v, own[k])]
+        if differ:
+            raise WeightsError(f"The classifier at {url} was trained on other backbone weights than recipe "
+                               f"{recipe.name!r} loads ({len(differ)} tensors differ, e.g. {differ[0]}): check the "
+                               f"recipe's weights.classifier_url.")
+        with FileLock(str(stored) + ".lock"):
+            tmp = stored.with_name(f".{stored.name}.tmp")
+            save_file({k: v.contiguous() for k, v in fc.items()}, str(tmp), metadata={"url": url})
+            os.replace(tmp, stored)
+    state = load_file(str(stored))
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    own_shapes = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    if shapes != own_shapes:
+        raise ArchitectureMismatchError(f"The classifier at {url} has shapes {shapes}; the model's head "
+                                        f"{heads[0]} has {own_shapes}.")
+    head.load_state_dict(state)
+
+
+def _without_head(model: nn.Module) -> nn.Module:
+    """A head-less copy of a timm model's architecture (for checking a classifier's backbone keys)."""
+    import copy
+
+    bare = copy.deepcopy(model)
+    bare.reset_classifier(0)
+    return bare
+
+
 def load_pretrained(model: nn.Module, recipe: Recipe, checkpoint: str | os.PathLike | None = None, *,
                     endpoint: str | None = None, token: str | bool | None = None,
                     cache_dir: str | os.PathLike | None = None) -> None:
-    """Load a recipe's weights into ``model`` (file > Hub > URL), verifying ``weights.sha256``
-    when the recipe records one (not for an explicit ``checkpoint``: that is another file)."""
+    """Load a recipe's weights into ``model`` (file > Hub > URL, verified: ``resolve_weights``).
+
+    When the recipe has an official linear classifier (``weights.classifier_url``) and the model's
+    head has ``weights.classifier_classes`` outputs, the head is loaded from it too (not with an
+    explicit ``checkpoint``); any other head stays freshly initialised.
+    """
     path, source = resolve_weights(recipe, checkpoint, endpoint=endpoint, token=token, cache_dir=cache_dir)
-    if checkpoint is None and recipe.weights.sha256:
-        verify_sha256(path, recipe.weights.sha256, what=f"recipe {recipe.name!r} weights ({source})")
     load_state_dict_strict(model, read_state_dict(path), source=source)
     _logger.info("Loaded %s weights from %s", recipe.name, source)
+    w = recipe.weights
+    if checkpoint is None and w.classifier_url and getattr(model, "num_classes", 0) == w.classifier_classes:
+        load_classifier(model, recipe)
+        _logger.info("Loaded the %s linear classifier from %s", recipe.name, w.classifier_url)
 
 
 def create_model_from_hub(repo_spec: str, pretrained: bool = True, num_classes: int = 0,
@@ -422,13 +670,22 @@ def build_model_card(config: Mapping[str, Any], repo_id: str):
         lines += [description, ""]
     trained = (f"trained on `{dataset}` for {info['epochs']} epochs" if dataset and info.get("epochs")
                else f"trained on `{dataset}`" if dataset else "")
-    lines += [f"A self-supervised **{method}** encoder (`{arch}`) {trained} with ssl_zoo "
-              f"{info.get('version', __version__)}" + (f" (recipe `{info['recipe']}`)." if info.get("recipe") else "."),
-              f"It outputs pooled {config.get('num_features', '?')}-d features (no classifier head).", ""]
     imported = info.get("imported")
+    version = info.get("version", __version__)
+    recipe_note = f" (recipe `{info['recipe']}`)." if info.get("recipe") else "."
+    if imported:  # trained by the upstream authors; ssl_zoo only converted the keys
+        lines += [f"A self-supervised **{method}** encoder (`{arch}`) {trained} by the authors of the upstream "
+                  f"release, converted to timm's layout with ssl_zoo {version}" + recipe_note]
+    else:
+        lines += [f"A self-supervised **{method}** encoder (`{arch}`) {trained} with ssl_zoo {version}" + recipe_note]
+    lines += [f"It outputs pooled {config.get('num_features', '?')}-d features (no classifier head).", ""]
     if imported:
-        lines += [f"Imported from an upstream `{imported.get('source')}` checkpoint "
-                  f"(`{imported.get('file')}`, sha256 `{imported.get('sha256')}`) with `ssl-zoo convert`.", ""]
+        origin = f" {weights_cfg['url']}" if weights_cfg.get("url") else ""
+        md5 = f", md5 `{imported['md5']}`" if imported.get("md5") else ""
+        lines += [f"Imported from the upstream `{imported.get('source')}` checkpoint{origin} "
+                  f"(`{imported.get('file')}`, sha256 `{imported.get('sha256')}`{md5}) with `ssl-zoo convert`: "
+                  f"the backbone only (heads, momentum encoder, queue and optimiser state dropped). License: "
+                  f"{license_id}, as upstream.", ""]
     size = pcfg.get("input_size")
     lines += ["## Usage", "", "```python", "import ssl_zoo", "",
               f'model = ssl_zoo.create_model("hf-hub:{repo_id}", pretrained=True).eval()',
@@ -590,8 +847,9 @@ def run_push(args: argparse.Namespace) -> int:
 __all__ = [
     "WeightsError", "WeightsNotPublishedError", "WeightsNotFoundError", "WeightsOfflineError",
     "ChecksumMismatchError", "CorruptWeightsError", "ArchitectureMismatchError", "TRAINING_STATE_PATTERNS",
-    "parse_repo_spec", "sha256_file", "verify_sha256", "find_model_dir", "read_state_dict", "head_prefixes",
-    "load_state_dict_strict", "hub_download", "url_download", "resolve_weights", "load_pretrained",
+    "parse_repo_spec", "sha256_file", "file_digests", "verify_sha256", "verify_checksums", "find_model_dir",
+    "read_state_dict", "head_prefixes", "load_state_dict_strict", "hub_download", "url_cache_folder",
+    "url_download", "url_weights", "resolve_weights", "load_classifier", "load_pretrained",
     "create_model_from_hub", "build_model_card", "training_state_files", "push_to_hub",
     "configure_push_parser", "run_push",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -90,7 +91,17 @@ class TrainCfg:
 
 @dataclass(frozen=True)
 class WeightsCfg:
-    """Where published weights live, in timm's priority order: file > Hub > URL."""
+    """Where published weights live, in timm's priority order: file > Hub > URL.
+
+    ``sha256`` is the checksum of the file the recipe loads: the Hub file when ``hf_hub_id`` is
+    set, else the file at ``url`` (or ``file``). ``md5`` is the checksum of the file at ``url``,
+    as upstream READMEs print it (a hex prefix of at least 8 digits is accepted). ``source`` names
+    the ``ssl_zoo.convert`` layout of the file at ``url`` (``"moco"``, ``"simsiam"``, ...); without
+    it the file must already be in ssl_zoo/timm format. ``classifier_url`` is an official linear
+    classifier of ``classifier_classes`` classes trained on these (frozen) weights, in the layout of
+    MoCo's / SimSiam's ``main_lincls.py``; ``create_model(..., num_classes=classifier_classes)``
+    loads it.
+    """
 
     hf_hub_id: str | None = None
     filename: str = "model.safetensors"
@@ -98,8 +109,20 @@ class WeightsCfg:
     url: str | None = None
     file: str | None = None
     sha256: str | None = None
+    md5: str | None = None
+    source: str | None = None
+    classifier_url: str | None = None
+    classifier_classes: int | None = None
     license: str = "apache-2.0"
     paper: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.classifier_url) != bool(self.classifier_classes):
+            raise ValueError("WeightsCfg: classifier_url and classifier_classes go together (the classifier's "
+                             "file and its number of classes); set both or neither.")
+        if self.md5 is not None and not re.fullmatch(r"[0-9a-fA-F]{8,32}", self.md5):
+            raise ValueError(f"WeightsCfg.md5 {self.md5!r} is not an md5 hex digest or a prefix of at least 8 "
+                             f"hex digits.")
 
     @property
     def published(self) -> bool:

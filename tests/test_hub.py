@@ -317,3 +317,64 @@ def test_hf_endpoint_environment_variable_in_a_fresh_process(hub, run_dir, pushe
     expected = local_encoder(run_dir).state_dict()
     state = torch.load(out, weights_only=True)
     assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in expected)
+
+
+def test_publish_official_release_then_recipe_prefers_the_hub_and_falls_back_to_the_url(hub, tmp_path,
+                                                                                         monkeypatch):
+    """hub/publish.py --from-url converts a release in the official MoCo layout (served by a local
+    HTTP server) and publishes it; the recipe then loads the Hub copy without touching the URL, and
+    the URL when the Hub repo is missing."""
+    import hashlib
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
+    import publish
+    from official_checkpoints import MODEL_ARGS, moco_file, upstream_backbone
+    from url_server import FileServer
+    from ssl_zoo.recipe import _RECIPES
+
+    up = upstream_backbone(11)
+    data = moco_file(up)
+    name, repo = "test_moco_release", "org/test_moco_release"
+    with FileServer() as srv:
+        srv.files["/moco/moco_v2_200ep_pretrain.pth.tar"] = data
+        url = srv.url("/moco/moco_v2_200ep_pretrain.pth.tar")
+        recipe = ssl_zoo.get_recipe("moco_v2_r18_digits").with_overrides(
+            name=name, model_args=MODEL_ARGS,
+            weights={"url": url, "md5": hashlib.md5(data).hexdigest()[:8], "source": "moco", "license": "cc-by-nc-4.0"})
+        monkeypatch.setitem(_RECIPES, name, recipe)
+        zoo = tmp_path / "zoo.json"
+        zoo.write_text(json.dumps({"organization": "org", "entries": [{
+            "recipe": name, "repo": repo, "produced_by": "convert",
+            "upstream": {"source": "moco", "url": url, "md5": recipe.weights.md5, "sha256": None},
+            "commands": [f"python hub/publish.py {name} --from-url --write"], "published": None}]}))
+        assert publish.main([name, "--from-url", "--zoo", str(zoo), "--write", "--endpoint", hub.url]) == 0
+        assert srv.gets() == 1
+        entry = json.loads(zoo.read_text())["entries"][0]
+        assert entry["upstream"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert entry["published"]["sha256"] == hashlib.sha256(hub.file_bytes(repo, "model.safetensors")).hexdigest()
+        card = hub.file_bytes(repo, "README.md").decode()
+        assert "license: cc-by-nc-4.0" in card and url in card and "by the authors of the upstream release" in card
+        config = json.loads(hub.file_bytes(repo, "config.json"))
+        assert config["pretrained_cfg"]["input_size"] == [3, 32, 32] and config["pretrained_cfg"]["pool_size"] == [1, 1]
+        timm_model = timm.create_model(f"hf-hub:{repo}", pretrained=True)
+        assert torch.equal(features(timm_model), features(up))
+        assert timm.data.resolve_data_config({}, model=timm_model)["input_size"] in ([3, 32, 32], (3, 32, 32))
+
+        # The recipe as publish.py says to write it: the Hub copy wins, in a fresh URL cache no URL request.
+        published = recipe.with_overrides(weights={"hf_hub_id": repo, "revision": entry["published"]["revision"],
+                                                   "sha256": entry["published"]["sha256"]})
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "fresh_torch_home"))
+        assert torch.equal(features(ssl_zoo.create_model(published, pretrained=True)), features(up))
+        assert srv.gets() == 1
+        # Repo not there (not published yet, or gone): the official URL, verified with the md5 prefix.
+        missing = published.with_overrides(hf_hub_id="org/not-published", revision=None)
+        assert torch.equal(features(ssl_zoo.create_model(missing, pretrained=True)), features(up))
+        assert srv.gets() == 2
+        # Offline with neither cached: one line naming both.
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty_hf_cache"))
+        with pytest.raises(H.WeightsOfflineError, match="Neither the Hub nor the URL") as info:
+            ssl_zoo.create_model(published, pretrained=True)
+        assert "\n" not in str(info.value) and url in str(info.value) and repo in str(info.value)
+        assert srv.gets() == 2

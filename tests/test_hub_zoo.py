@@ -38,3 +38,21 @@ def test_registry_weights_match_the_zoo():
         assert parse_repo_spec(w.hf_hub_id)[0] == entry["repo"]
         assert entry["published"], f"{name} points at {w.hf_hub_id} but zoo.json records no publication"
         assert w.revision == entry["published"]["revision"] and w.sha256 == entry["published"]["sha256"]
+
+
+def test_converted_entries_match_the_recipes_official_release():
+    """A converted entry publishes what the recipe downloads: same URL, converter and upstream md5;
+    every recipe with an official release URL has such an entry."""
+    by_recipe = {e["recipe"]: e for e in ZOO["entries"]}
+    with_url = [n for n in ssl_zoo.list_models() if ssl_zoo.get_recipe(n).weights.url]
+    assert with_url, "no recipe names an official release"
+    for name in with_url:
+        w = ssl_zoo.get_recipe(name).weights
+        entry = by_recipe[name]
+        assert entry["produced_by"] == "convert", name
+        up = entry["upstream"]
+        assert (up["url"], up["source"], up["md5"]) == (w.url, w.source, w.md5), name
+        assert f"python hub/publish.py {name} --from-url --write" in entry["commands"]
+    for entry in ZOO["entries"]:
+        if entry["produced_by"] == "convert":
+            assert entry["recipe"] in with_url, entry["recipe"]

@@ -32,6 +32,17 @@ CIFAR_AUGMENT = AugmentCfg(image_size=32, blur_p=0.0, mean=CIFAR_MEAN, std=CIFAR
 # ours: STL-10 at its native 96 px with the MoCo v2 augmentation (blur included, as [MoCo v2]).
 STL10_AUGMENT = AugmentCfg(image_size=96, mean=STL10_MEAN, std=STL10_STD, eval_crop_pct=1.0)
 
+# The official releases (facebookresearch/moco README, CC-BY-NC 4.0): DDP-wrapped MoCo state dicts
+# (`module.encoder_q.*`, converted by ssl_zoo.convert's "moco" source); md5 prefixes as the README
+# prints them. `create_model(name, pretrained=True)` downloads, verifies and converts them once.
+MOCO_RELEASES = "https://dl.fbaipublicfiles.com/moco/moco_checkpoints"
+MOCO_V2_WEIGHTS = {
+    "moco_v2_r50_in1k": WeightsCfg(url=f"{MOCO_RELEASES}/moco_v2_200ep/moco_v2_200ep_pretrain.pth.tar",
+                                   md5="59fd9945", source="moco", paper=MOCO_V2_PAPER, license="cc-by-nc-4.0"),
+    "moco_v2_r50_in1k_800ep": WeightsCfg(url=f"{MOCO_RELEASES}/moco_v2_800ep/moco_v2_800ep_pretrain.pth.tar",
+                                         md5="a04e12f8", source="moco", paper=MOCO_V2_PAPER, license="cc-by-nc-4.0"),
+}
+
 for name, epochs, desc in [("moco_v2_r50_in1k", 200, "200-epoch schedule"),
                            ("moco_v2_r50_in1k_800ep", 800, "800-epoch schedule")]:
     register_recipe(Recipe(
@@ -40,7 +51,7 @@ for name, epochs, desc in [("moco_v2_r50_in1k", 200, "200-epoch schedule"),
         # [MoCo v2] main_moco.py: lr 0.03 at global batch 256, SGD momentum 0.9, wd 1e-4 on every
         # parameter, cosine (--cos); 200 / 800 epochs (paper Tab. 2, README).
         train=TrainCfg(epochs=epochs, batch_size=256, base_lr=0.03, weight_decay=1e-4, num_workers=8),
-        weights=WeightsCfg(paper=MOCO_V2_PAPER, license="cc-by-nc-4.0"),
+        weights=MOCO_V2_WEIGHTS[name],
         description=f"MoCo v2, ResNet-50, ImageNet-1k, {desc} (official settings).",
     ))
 

@@ -13,17 +13,38 @@ R18_CIFAR_ZI = BackboneCfg("resnet18_cifar", {"zero_init_last": True})
 # Paper Sec. 4 / main_simsiam.py: 2048-d projection output, 512-d predictor bottleneck, --fix-pred-lr.
 SIMSIAM_ARGS = dict(proj_dim=2048, pred_hidden_dim=512, fix_pred_lr=True)
 
+# The official releases (facebookresearch/simsiam README, CC-BY-NC 4.0; no checksums published):
+# pre-trained `module.encoder.*` (ssl_zoo.convert's "simsiam" source) and the 1000-class linear
+# classifier of main_lincls.py on those frozen weights (68.1% / 68.3% top-1), which
+# `create_model(name, pretrained=True, num_classes=1000)` loads too.
+SIMSIAM_RELEASES = "https://dl.fbaipublicfiles.com/simsiam/models"
+
+
+def simsiam_weights(run: str) -> WeightsCfg:
+    return WeightsCfg(url=f"{SIMSIAM_RELEASES}/{run}/pretrain/checkpoint_0099.pth.tar", source="simsiam",
+                      classifier_url=f"{SIMSIAM_RELEASES}/{run}/linear/model_best.pth.tar", classifier_classes=1000,
+                      paper=SIMSIAM_PAPER, license="cc-by-nc-4.0")
+
+
 # ImageNet (paper Sec. 4 "Implementation details", official main_simsiam.py): global batch 512,
 # lr 0.05 x batch/256, SGD momentum 0.9, wd 1e-4 on every parameter, cosine, 100 epochs (68.1%
 # linear), predictor lr fixed (--fix-pred-lr), SyncBatchNorm over all GPUs (main_simsiam.py
 # converts the model). MoCo v2 augmentation (AugmentCfg defaults).
-register_recipe(Recipe(
+SIMSIAM_R50_IN1K = register_recipe(Recipe(
     name="simsiam_r50_in1k", method="simsiam", method_args=SIMSIAM_ARGS, backbone=R50_ZI,
     augment=AugmentCfg(image_size=224), dataset="imagenet1k",
     train=TrainCfg(epochs=100, batch_size=512, base_lr=0.05, weight_decay=1e-4, sgd_momentum=0.9,
                    num_workers=8, sync_bn=True),
-    weights=WeightsCfg(paper=SIMSIAM_PAPER, license="cc-by-nc-4.0"),
+    weights=simsiam_weights("100ep"),
     description="SimSiam, ResNet-50, ImageNet-1k, 100 epochs, batch 512 (official settings).",
+))
+
+# The same recipe at batch 256 (lr 0.05 x 256/256): the official release with the best linear
+# accuracy (68.3%, README table).
+register_recipe(dataclasses.replace(
+    SIMSIAM_R50_IN1K, name="simsiam_r50_in1k_bs256",
+    train=dataclasses.replace(SIMSIAM_R50_IN1K.train, batch_size=256), weights=simsiam_weights("100ep-256bs"),
+    description="SimSiam, ResNet-50, ImageNet-1k, 100 epochs, batch 256 (official settings, 68.3% linear release).",
 ))
 
 # CIFAR-10 (paper Appendix D): the CIFAR ResNet-18, 800 epochs, batch 512, lr 0.03 x batch/256,
