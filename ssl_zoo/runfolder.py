@@ -36,9 +36,12 @@ class RunFolderError(RuntimeError):
 
 
 def existing_run_files(out_dir: str | os.PathLike) -> list[str]:
-    """Names of the files in ``out_dir`` that a training run writes (empty for a new or empty folder)."""
+    """Names of the non-empty files in ``out_dir`` that a training run writes (none for a new folder).
+
+    Empty files hold nothing to lose: a run that failed before its first log record leaves an empty
+    ``log.jsonl`` (the other files are written atomically, never empty)."""
     root = Path(out_dir)
-    return [name for name in RUN_FILES if (root / name).is_file()]
+    return [name for name in RUN_FILES if (root / name).is_file() and (root / name).stat().st_size > 0]
 
 
 def check_run_folder(out_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> None:

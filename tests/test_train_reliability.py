@@ -86,6 +86,20 @@ def test_a_folder_holding_a_run_is_refused_unless_resume_or_overwrite(digit_fold
     assert load_checkpoint(out)["step"] == 1
 
 
+def test_two_processes_refuse_a_folder_holding_a_run_together(tmp_path: Path, launch_two_cpu_processes) -> None:
+    """Rank 0 decides and tells rank 1, so neither trains and neither waits for the other."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"an earlier run")
+    (out / "log.jsonl").write_text("")  # empty: nothing to lose, not counted as a run
+    proc = launch_two_cpu_processes(["-m", "ssl_zoo.train", RECIPE, "--max-steps", "1", "--batch-size", "8",
+                                     "--num-workers", "0", "--output", str(out), *TINY_CLI], timeout=200)
+    assert proc.returncode != 0
+    errors = {line for line in proc.stderr.splitlines() if line.startswith("error:")}
+    assert len(errors) == 1 and "already holds a run (checkpoint.pt);" in errors.pop(), proc.stderr[-3000:]
+    assert (out / "checkpoint.pt").read_bytes() == b"an earlier run"
+
+
 def test_second_process_on_the_same_folder_gets_one_line_naming_the_holder(digit_folder: Path, tmp_path: Path,
                                                                            capsys) -> None:
     out = tmp_path / "run"
