@@ -275,9 +275,9 @@ def _claim_run_folder(accelerator, out_dir: Path, resume: bool, overwrite: bool)
     error = None
     if accelerator.is_main_process:
         try:
-            check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # fail fast, before the lock file
+            # Lock first: a run in progress is named as such, and no other run can start or end meanwhile.
             hold_until_return(RunLock(out_dir))
-            check_run_folder(out_dir, resume=resume, overwrite=overwrite)  # again: another run may have ended
+            check_run_folder(out_dir, resume=resume, overwrite=overwrite)
             removed = remove_run_files(out_dir) if overwrite else []
             if removed:
                 accelerator.print(f"--overwrite: removed the previous run's {', '.join(removed)} from {out_dir}.")

@@ -268,8 +268,8 @@ def test_save_push_refuse_and_load_warns_on_non_finite_tensors(tmp_path: Path, c
 
 # -- 3. SIGTERM to the process group with data-loader workers ----------------------------------------------
 
-def test_sigterm_to_the_process_group_with_workers_checkpoints_and_exits_3(digit_folder: Path,
-                                                                           tmp_path: Path) -> None:
+def test_sigterm_to_the_process_group_with_workers_checkpoints_and_exits_3(digit_folder: Path, tmp_path: Path,
+                                                                           capsys) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "ssl_zoo.train", RECIPE, "--data", str(digit_folder), "--epochs", "1000",
            "--batch-size", "8", "--num-workers", "2", "--log-every", "1", "--output", str(out), *TINY_CLI]
@@ -282,6 +282,10 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints_and_exits_3(digit
             assert proc.poll() is None, proc.communicate()[1][-3000:]
             assert time.monotonic() < deadline, "training did not start"
             time.sleep(0.2)
+        # A second run on the folder, even with --resume, is refused while this one holds it.
+        assert cli_main(["train", RECIPE, "--data", str(digit_folder), "--resume", "--output", str(out),
+                         *TINY_CLI]) == 2
+        assert f"is in use by process {proc.pid} " in capsys.readouterr().err
         os.killpg(proc.pid, signal.SIGTERM)
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 3, stderr[-3000:]
