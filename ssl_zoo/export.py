@@ -144,4 +144,5 @@ def read_encoder_config(path: str | os.PathLike) -> dict[str, Any]:
         return json.load(fh)
 
 
-__all__ = ["save_encoder", "NonFiniteWeightsError", "non_finite_tensors", "describe_non_finite", "read_encoder_config", "timm_pretrained_cfg", "atomic_write_bytes", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["save_encoder", "read_encoder_config", "timm_pretrained_cfg", "atomic_write_bytes", "WEIGHTS_NAME", "CONFIG_NAME",
+           "NonFiniteWeightsError", "non_finite_tensors", "describe_non_finite"]

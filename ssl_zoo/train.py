@@ -659,7 +659,8 @@ def run_cli(args: argparse.Namespace) -> int:
     except (NonFiniteLossError, NonFiniteWeightsError, CollectiveTimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, KeyError, FileNotFoundError, UnreadableImageError, RunFolderError) as exc:  # layout errors are FileNotFoundError
+    # layout errors are FileNotFoundError; RunFolderError: the folder holds another run or is in use
+    except (ValueError, TypeError, KeyError, FileNotFoundError, UnreadableImageError, RunFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 3 if result["interrupted"] else 0

@@ -26,7 +26,8 @@ def launch_two_cpu_processes():
 
     import signal
 
-    def run(args: list[str], extra_env: dict[str, str] | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    def run(args: list[str], extra_env: dict[str, str] | None = None,
+            timeout: float = 240) -> subprocess.CompletedProcess:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
