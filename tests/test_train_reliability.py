@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 import ssl_zoo
-from ssl_zoo.checkpoint import load_checkpoint
+from ssl_zoo.checkpoint import load_checkpoint, save_checkpoint
 from ssl_zoo.cli import main as cli_main
 from ssl_zoo.export import NonFiniteWeightsError, save_encoder
 from ssl_zoo.methods.moco import MoCoV2
@@ -265,6 +265,11 @@ def test_save_push_refuse_and_load_warns_on_non_finite_tensors(tmp_path: Path, c
 
     with pytest.warns(RuntimeWarning, match="NaN/inf"):
         load_state_dict_strict(timm.create_model("test_resnet", num_classes=0), state, source="x")
+
+    # A training checkpoint written before training checked its weights: loading (--resume) warns too.
+    save_checkpoint(tmp_path / "checkpoint.pt", {"model": state, "step": 3})
+    with pytest.warns(RuntimeWarning, match=f"checkpoint.pt has 1 tensor \\({name}\\) holding NaN/inf"):
+        assert load_checkpoint(tmp_path)["step"] == 3
 
 
 # -- 3. SIGTERM to the process group with data-loader workers ----------------------------------------------
