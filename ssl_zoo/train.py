@@ -314,6 +314,12 @@ def _collective_timeout_error(accelerator, timeout_s: float, ckpt_path: Path) ->
         f"with --resume). If steps can legitimately take longer, raise --collective-timeout.")
 
 
+def _length_given(epochs: int | None, overrides: Mapping[str, Any] | None) -> bool:
+    """Whether the caller chose the number of epochs (``--epochs`` or ``--set epochs=N``)."""
+    kw = dict(overrides or {})
+    return epochs is not None or "epochs" in kw or "epochs" in dict(kw.get("train") or {})
+
+
 def _extend_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int) -> None:
     """LambdaLR restores its factors' fields from the checkpoint; a run resumed with more epochs or
     --max-steps continues on the cosine of the new length (see docs/training.md)."""
@@ -354,8 +360,9 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
 
     ``lr`` replaces the recipe's ``base_lr`` (still scaled by global batch / lr_batch_denom).
     ``max_steps`` caps the number of optimiser steps (the schedule then spans ``max_steps``).
-    ``resume=True`` continues from ``output/checkpoint.pt``; a path resumes from that file/folder. A resumed
-    run may ask for more ``epochs`` / ``max_steps`` than the first (extending a finished run).
+    ``resume=True`` continues from ``output/checkpoint.pt``; a path resumes from that file/folder. Without
+    ``epochs`` the resumed run keeps the checkpoint's epochs (and, without ``max_steps`` too, its total
+    steps); given ``epochs`` / ``max_steps`` set a new length (extending a finished run).
     A folder that holds a run is refused unless ``resume`` or ``overwrite`` (which deletes that run's files);
     the folder is locked against other processes while ``train`` runs.
     ``collective_timeout`` (seconds; default ``$SSL_ZOO_COLLECTIVE_TIMEOUT`` or 1800) bounds how long a
@@ -393,6 +400,11 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
     if resume:
         source = ckpt_path if resume is True else Path(resume)
         resume_state = load_checkpoint(resolve_checkpoint_path(source))
+        if not _length_given(epochs, overrides):
+            # A plain --resume continues the run as planned; --epochs / --max-steps on resume set a new length.
+            recipe = recipe.with_overrides(train={"epochs": Recipe.from_dict(resume_state["recipe"]).train.epochs})
+            if max_steps is None:
+                max_steps = resume_state["run"]["total_steps"]
         # Only the length may change on resume: a finished run can be extended with more epochs.
         stored = Recipe.from_dict(resume_state["recipe"]).with_overrides(train={"epochs": recipe.train.epochs})
         if stored != recipe:

@@ -158,6 +158,17 @@ def test_extend_a_finished_run_keeps_its_results_and_log(digit_folder: Path, tmp
         train(RECIPE, epochs=2, resume=True, **common)
 
 
+def test_plain_resume_keeps_the_planned_length(digit_folder: Path, tmp_path: Path) -> None:
+    """--resume without --epochs / --max-steps continues the first run's plan (never the recipe's 30 epochs)."""
+    common = dict(data=str(digit_folder), output=tmp_path, **RUN)
+    assert train(RECIPE, epochs=2, max_steps=1, **common)["step"] == 1
+    again = train(RECIPE, resume=True, **common)
+    assert (again["step"], again["total_steps"]) == (1, 1)
+    longer = train(RECIPE, resume=True, max_steps=3, **common)  # epochs (2) kept: 3 of 4 steps
+    assert (longer["step"], longer["total_steps"]) == (3, 3)
+    assert train(RECIPE, resume=True, **common)["step"] == 3
+
+
 class CrashAtForward(MoCoV2):
     """Crashes in the forward of step 4, after step 3 was logged and the step-2 checkpoint written."""
 
