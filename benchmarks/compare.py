@@ -48,7 +48,9 @@ def train_run(name: str, run_dir: Path, *, epochs: int | None, batch_size: int |
     from ssl_zoo.train import train
 
     start = time.perf_counter()
-    result = train(name, epochs=epochs, batch_size=batch_size, seed=seed, output=run_dir, progress_bar=False)
+    # Without --reuse the comparison retrains from scratch into its own runs folder.
+    result = train(name, epochs=epochs, batch_size=batch_size, seed=seed, output=run_dir, progress_bar=False,
+                   overwrite=True)
     wall = time.perf_counter() - start
     if result.get("interrupted"):
         raise RuntimeError(f"Training {name} was interrupted; resume it with `ssl-zoo train {name} --resume "

@@ -12,13 +12,14 @@ from __future__ import annotations
 import io
 import os
 import random
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from .export import atomic_write_bytes
+from .export import atomic_write_bytes, describe_non_finite, non_finite_tensors
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -73,7 +74,9 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint` (safe: ``weights_only=True``)."""
+    """Load a checkpoint written by :func:`save_checkpoint` (safe: ``weights_only=True``).
+
+    Warns (``RuntimeWarning``) when the model state holds NaN/inf (written before training checked for it)."""
     p = resolve_checkpoint_path(path)
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
@@ -82,6 +85,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                            f"It may be from another program or corrupted; start a new run.") from exc
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
         raise RuntimeError(f"{p} is not an ssl_zoo training checkpoint (format {FORMAT_VERSION}).")
+    bad = non_finite_tensors(state["model"]) if isinstance(state.get("model"), Mapping) else []
+    if bad:
+        warnings.warn(f"The model state in {p} has {describe_non_finite(bad)} holding NaN/inf: that run diverged, "
+                      f"and training from it stops at its next checkpoint. Start a new run with a lower learning "
+                      f"rate.", RuntimeWarning, stacklevel=2)
     return state
 
 

@@ -57,8 +57,9 @@ def run_demo(epochs: int | None = None, output: str | Path = "runs/demo", seed: 
     print(f"k-NN of the randomly initialised encoder (seed {seed}) on the digits test split ...")
     before = knn_table(initial, recipe, num_workers=0)
     start = time.perf_counter()
+    # The demo is a fixed, seeded run that owns its folder: re-running it replaces the previous demo run.
     result = train(recipe, method=method, output=output, seed=seed, num_workers=workers, progress_bar=progress_bar,
-                   max_steps=max_steps)
+                   max_steps=max_steps, overwrite=True)
     seconds = time.perf_counter() - start
     after = knn_table(method.encoder, recipe, num_workers=0)
     # Record the k-NN numbers next to the weights.

@@ -1,5 +1,9 @@
-"""Collective helpers that are no-ops in a single process (no Accelerate dependency)."""
+"""Collective helpers that are no-ops in a single process (no Accelerate dependency), and the
+collective timeout: how long a process waits for the others before the run stops."""
 from __future__ import annotations
+
+import math
+import os
 
 import torch
 import torch.distributed as dist
@@ -32,3 +36,47 @@ def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
     if is_distributed():
         dist.broadcast(tensor, src)
     return tensor
+
+
+# A collective (all-reduce, all-gather, barrier) waits at most this long for every process; then the
+# waiting processes raise instead of blocking forever behind a stalled or dead one. 30 minutes is
+# torch's own default: it must exceed the slowest legitimate wait (rank 0 writing a checkpoint or the
+# export while the others wait at a barrier, a slow first batch).
+COLLECTIVE_TIMEOUT_ENV = "SSL_ZOO_COLLECTIVE_TIMEOUT"
+DEFAULT_COLLECTIVE_TIMEOUT_S = 1800.0
+
+
+class CollectiveTimeoutError(RuntimeError):
+    """Another process did not join a collective operation within the collective timeout."""
+
+
+def collective_timeout_seconds(value: float | None = None) -> float:
+    """``value`` (``--collective-timeout``), else ``$SSL_ZOO_COLLECTIVE_TIMEOUT``, else 1800 s."""
+    source = "--collective-timeout"
+    if value is None:
+        raw = os.environ.get(COLLECTIVE_TIMEOUT_ENV)
+        if raw is None or not raw.strip():
+            return DEFAULT_COLLECTIVE_TIMEOUT_S
+        source = COLLECTIVE_TIMEOUT_ENV
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{COLLECTIVE_TIMEOUT_ENV}={raw!r} is not a number of seconds; set it to e.g. 600 "
+                             f"or unset it (default {DEFAULT_COLLECTIVE_TIMEOUT_S:g} s).") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{source} must be a positive number of seconds, got {value!r} "
+                         f"(default {DEFAULT_COLLECTIVE_TIMEOUT_S:g} s).")
+    return float(value)
+
+
+def is_collective_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch.distributed giving up on a peer: gloo raises ``RuntimeError('... Timed out
+    waiting 5000ms for recv operation ...')`` and then 'Application timeout caused pair closure' on the
+    next call; NCCL's errors say 'timeout' / 'Watchdog'."""
+    # Only torch's own errors: a subclass (ssl_zoo's NonFiniteLossError, a user's error) mentioning a
+    # timeout is something else.
+    torch_error = type(exc) is RuntimeError or isinstance(exc, getattr(dist, "DistError", ()))
+    if not torch_error or not is_distributed():
+        return False
+    text = str(exc).lower()
+    return "timed out" in text or "timeout" in text

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
@@ -38,6 +39,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+class NonFiniteWeightsError(ValueError):
+    """Parameters or buffers hold NaN/inf: the model diverged, and such weights are never exported or pushed."""
+
+
+def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
+    """Names of the floating-point tensors in ``state`` that hold NaN or inf (e.g. a BN ``running_var``)."""
+    return [name for name, value in state.items()
+            if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex())
+            and not bool(torch.isfinite(value).all())]
+
+
+def describe_non_finite(names: list[str], limit: int = 4) -> str:
+    """``"3 tensors (a, b, c)"``: a short, one-line list for error messages."""
+    shown = ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+    return f"{len(names)} tensor{'s' if len(names) != 1 else ''} ({shown})"
+
+
 def encoder_state_dict(encoder: nn.Module) -> dict:
     """Contiguous CPU tensors without shared storage, as safetensors requires."""
     return {k: v.detach().cpu().contiguous().clone() for k, v in encoder.state_dict().items()}
@@ -49,6 +67,7 @@ def save_encoder(encoder: nn.Module, out_dir: str | os.PathLike, recipe: Recipe 
     """Write ``model.safetensors`` + ``config.json`` for an encoder into ``out_dir``; returns the folder.
 
     Keys load strictly into ``timm.create_model(config["architecture"], num_classes=0, **config["model_args"])``.
+    Raises :class:`NonFiniteWeightsError` (nothing written) when a parameter or buffer holds NaN/inf.
     """
     from . import __version__
 
@@ -81,6 +100,11 @@ def save_encoder(encoder: nn.Module, out_dir: str | os.PathLike, recipe: Recipe 
         "ssl_zoo": ssl_info,
     }
     state = encoder_state_dict(encoder)
+    bad = non_finite_tensors(state)
+    if bad:
+        raise NonFiniteWeightsError(f"Refusing to export to {out}: {describe_non_finite(bad)} hold NaN/inf, so the "
+                                    f"model diverged. Export an earlier checkpoint or retrain with a lower "
+                                    f"learning rate.")
     atomic_write_bytes(out / WEIGHTS_NAME, safetensors_bytes(state, metadata={"format": "pt"}))
     atomic_write_bytes(out / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=False) + "\n").encode())
     return out
@@ -140,4 +164,5 @@ def read_encoder_config(path: str | os.PathLike) -> dict[str, Any]:
         return json.load(fh)
 
 
-__all__ = ["save_encoder", "read_encoder_config", "timm_pretrained_cfg", "atomic_write_bytes", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["save_encoder", "read_encoder_config", "timm_pretrained_cfg", "atomic_write_bytes", "WEIGHTS_NAME", "CONFIG_NAME",
+           "NonFiniteWeightsError", "non_finite_tensors", "describe_non_finite"]

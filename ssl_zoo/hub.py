@@ -24,6 +24,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 from urllib.parse import urlsplit
@@ -32,7 +33,8 @@ import torch
 from torch import nn
 
 from .checkpoint import CHECKPOINT_NAME
-from .export import CONFIG_NAME, WEIGHTS_NAME, read_encoder_config, save_encoder
+from .export import (CONFIG_NAME, WEIGHTS_NAME, NonFiniteWeightsError, describe_non_finite, non_finite_tensors,
+                     read_encoder_config, save_encoder)
 from .recipe import Recipe, WeightsCfg
 
 _logger = logging.getLogger(__name__)
@@ -198,6 +200,7 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
     """Load ``state`` into ``model``; only a freshly created classifier head may stay unfilled.
 
     Raises ``ArchitectureMismatchError`` listing missing, unexpected and shape-mismatched keys.
+    Warns (``RuntimeWarning``) when tensors hold NaN/inf: the weights load, but they come from a diverged run.
     """
     heads = head_prefixes(model)
     is_head = lambda k: any(k == h or k.startswith(h + ".") for h in heads)  # noqa: E731
@@ -219,6 +222,11 @@ def load_state_dict_strict(model: nn.Module, state: Mapping[str, torch.Tensor], 
             f"{len(unexpected)} unexpected keys ({show(unexpected)}); {len(mismatched)} shape mismatches "
             f"({show(mismatched)}). They were made for another architecture or key layout: check the "
             f"recipe's backbone, or import upstream checkpoints with `ssl-zoo convert`.")
+    bad = non_finite_tensors(state)
+    if bad:
+        warnings.warn(f"The weights from {source} have {describe_non_finite(bad)} holding NaN/inf: they come from "
+                      f"a diverged run and the model's outputs will be NaN. Use weights from an earlier checkpoint.",
+                      RuntimeWarning, stacklevel=2)
     model.load_state_dict(state, strict=False)
 
 
@@ -728,7 +736,8 @@ def training_state_files(run_dir: str | os.PathLike, patterns: Iterable[str] = T
 
 
 def _check_exported(model_dir: Path) -> dict[str, Any]:
-    """Refuse to publish a folder whose weights do not load strictly into its config's architecture."""
+    """Refuse to publish a folder whose weights hold NaN/inf or do not load strictly into its config's
+    architecture."""
     import timm
 
     config = read_encoder_config(model_dir)
@@ -736,7 +745,13 @@ def _check_exported(model_dir: Path) -> dict[str, Any]:
         raise WeightsError(f"{model_dir / CONFIG_NAME} has no 'architecture'; re-export with ssl_zoo.export.save_encoder.")
     model = timm.create_model(config["architecture"], pretrained=False, num_classes=0,
                               **dict(config.get("model_args") or {}))
-    load_state_dict_strict(model, read_state_dict(model_dir / WEIGHTS_NAME), source=str(model_dir / WEIGHTS_NAME))
+    state = read_state_dict(model_dir / WEIGHTS_NAME)
+    bad = non_finite_tensors(state)
+    if bad:
+        raise NonFiniteWeightsError(f"Refusing to publish {model_dir / WEIGHTS_NAME}: {describe_non_finite(bad)} hold "
+                                    f"NaN/inf (the run diverged). Retrain with a lower learning rate or publish "
+                                    f"an earlier export.")
+    load_state_dict_strict(model, state, source=str(model_dir / WEIGHTS_NAME))
     return config
 
 

@@ -20,7 +20,9 @@ of its own (synth pre-trains its decoder into ``OUTPUT/decoder_pretrain``).
 
 Output folder: ``checkpoint.pt`` (every epoch and on Ctrl-C / SIGTERM, atomic),
 ``log.jsonl`` (one JSON object per logged step and per epoch), and at the end the
-exported encoder ``model.safetensors`` + ``config.json``.
+exported encoder ``model.safetensors`` + ``config.json``. One run per folder: a folder that
+holds a run is refused without ``--resume`` / ``--overwrite``, and a lock keeps a second
+process out (``ssl_zoo.runfolder``).
 """
 from __future__ import annotations
 
@@ -42,7 +44,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_checkpoint, resolve_checkpoint_path,
                          restore_rng_state, save_checkpoint)
+from .distributed import CollectiveTimeoutError, collective_timeout_seconds, is_collective_timeout
+from .export import NonFiniteWeightsError, describe_non_finite, non_finite_tensors
 from .recipe import Recipe, get_recipe
+from .runfolder import (RunFolderError, RunLock, check_run_folder, clean_stale_temp_files, hold_until_return,
+                        remove_run_files, run_scope, trim_log)
 
 LOG_NAME = "log.jsonl"
 OPTIMIZERS = ("sgd", "adamw", "adam")
@@ -283,6 +289,68 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
+# -- run folder, diverged weights, stalled processes ------------------------------------------------
+
+def _claim_run_folder(accelerator, out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """The main process locks ``out_dir`` until ``train`` returns, refuses a folder holding another run
+    (unless resuming or overwriting), applies ``--overwrite`` and removes stale temp files. Every process
+    raises the same :class:`RunFolderError` when that fails, so none waits for the others forever."""
+    error = None
+    if accelerator.is_main_process:
+        try:
+            # Lock first: a run in progress is named as such, and no other run can start or end meanwhile.
+            hold_until_return(RunLock(out_dir))
+            check_run_folder(out_dir, resume=resume, overwrite=overwrite)
+            removed = remove_run_files(out_dir) if overwrite else []
+            if removed:
+                accelerator.print(f"--overwrite: removed the previous run's {', '.join(removed)} from {out_dir}.")
+            clean_stale_temp_files(out_dir)
+        except RunFolderError as exc:
+            error = str(exc)
+        except OSError as exc:
+            error = f"Cannot use {out_dir} as the run folder: {exc}. Choose an --output folder you can write to."
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+        error = broadcast_object_list([error])[0]
+    if error is not None:
+        raise RunFolderError(error)
+
+
+def _stop_if_weights_non_finite(accelerator, module: nn.Module, step: int, ckpt_path: Path, lr_value: float) -> None:
+    """Diverged parameters or buffers (a BatchNorm ``running_var`` of inf) stop the run like a NaN loss,
+    before they reach a checkpoint or the export. Each process checks its own copy: BN statistics are
+    per process."""
+    bad = non_finite_tensors(module.state_dict())
+    if _any_process(accelerator, bool(bad)):
+        what = describe_non_finite(bad) if bad else "tensors on another process"
+        raise NonFiniteWeightsError(
+            f"Non-finite weights at step {step}: {what} hold NaN/inf. Training stopped; the last finite "
+            f"checkpoint is kept at {ckpt_path} (if one was written). Lower the learning rate (now "
+            f"{lr_value:.4g}) or use --mixed-precision no.")
+
+
+def _collective_timeout_error(accelerator, timeout_s: float, ckpt_path: Path) -> CollectiveTimeoutError:
+    return CollectiveTimeoutError(
+        f"Process {accelerator.process_index} waited more than {timeout_s:g} s for the other processes in a "
+        f"collective operation: one of them stalled or died (stopped, out of memory, a hung data loader or file "
+        f"system). The run stopped; the last checkpoint at {ckpt_path} is kept, if one was written (continue "
+        f"with --resume). If steps can legitimately take longer, raise --collective-timeout.")
+
+
+def _length_given(epochs: int | None, overrides: Mapping[str, Any] | None) -> bool:
+    """Whether the caller chose the number of epochs (``--epochs`` or ``--set epochs=N``)."""
+    kw = dict(overrides or {})
+    return epochs is not None or "epochs" in kw or "epochs" in dict(kw.get("train") or {})
+
+
+def _extend_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int) -> None:
+    """LambdaLR restores its factors' fields from the checkpoint; a run resumed with more epochs or
+    --max-steps continues on the cosine of the new length (see docs/training.md)."""
+    for factor in scheduler.lr_lambdas:
+        if isinstance(factor, WarmupCosine):
+            factor.total_steps = total_steps
+
+
 # -- the loop ---------------------------------------------------------------------------------------
 
 def _unwrap(accelerator, model: nn.Module) -> nn.Module:
@@ -302,24 +370,36 @@ def _scalars(out: Mapping[str, Any]) -> dict[str, float]:
             if isinstance(v, Tensor) and v.numel() >= 1}
 
 
+@run_scope  # releases the run-folder lock however train() ends
 def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, output: str | Path | None = None,
           resume: bool | str | Path = False, mixed_precision: str | None = None, grad_accum: int = 1,
           seed: int = 0, num_workers: int | None = None, max_steps: int | None = None,
           log_with: str | Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
           method: nn.Module | None = None, log_every: int = 10, dataset: Dataset | None = None,
-          progress_bar: bool = True, on_error: str = "raise") -> dict[str, Any]:
+          progress_bar: bool = True, on_error: str = "raise", overwrite: bool = False,
+          collective_timeout: float | None = None) -> dict[str, Any]:
     """Train a recipe (or a pre-built ``method``) and export its encoder; returns a summary dict.
 
     ``lr`` replaces the recipe's ``base_lr`` (still scaled by global batch / lr_batch_denom).
     ``max_steps`` caps the number of optimiser steps (the schedule then spans ``max_steps``).
-    ``resume=True`` continues from ``output/checkpoint.pt``; a path resumes from that file/folder.
+    ``resume=True`` continues from ``output/checkpoint.pt``; a path resumes from that file/folder. Without
+    ``epochs`` the resumed run keeps the checkpoint's epochs (and, without ``max_steps`` too, its total
+    steps); given ``epochs`` / ``max_steps`` set a new length (extending a finished run).
+    A folder that holds a run is refused unless ``resume`` or ``overwrite`` (which deletes that run's files);
+    the folder is locked against other processes while ``train`` runs.
+    ``collective_timeout`` (seconds; default ``$SSL_ZOO_COLLECTIVE_TIMEOUT`` or 1800) bounds how long a
+    process waits for the others; then :class:`~ssl_zoo.distributed.CollectiveTimeoutError` is raised.
     ``dataset`` replaces the recipe's dataset (items ``(list_of_views, label)``).
     ``on_error="skip"`` replaces unreadable images (warned and counted) instead of stopping.
-    Raises :class:`NonFiniteLossError` when the loss is NaN/inf.
+    Raises :class:`NonFiniteLossError` when the loss is NaN/inf and
+    :class:`~ssl_zoo.export.NonFiniteWeightsError` when parameters or buffers are (checked at every
+    checkpoint and before the export).
     """
+    from datetime import timedelta
+
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import InitProcessGroupKwargs, set_seed
 
     recipe = resolve_recipe(recipe_or_name, epochs=epochs, batch_size=batch_size, lr=lr, overrides=overrides)
     if grad_accum < 1:
@@ -336,7 +416,8 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
         # Stages a method needs before training (synth: decoder pre-training), each resumable.
         from .methods import get_method_class
         stage_kwargs = dict(data=data, seed=seed, num_workers=num_workers, mixed_precision=mixed_precision,
-                            grad_accum=grad_accum, progress_bar=progress_bar, on_error=on_error)
+                            grad_accum=grad_accum, progress_bar=progress_bar, on_error=on_error,
+                            overwrite=overwrite, collective_timeout=collective_timeout)
         prepared, stage_stop = get_method_class(recipe.method).prepare_run(
             recipe, out_dir, resume=bool(resume), custom_dataset=dataset is not None, **stage_kwargs)
         if stage_stop is not None:  # a stage was interrupted: its own checkpoint holds the work
@@ -344,17 +425,26 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
         if prepared != recipe and resume is True and not ckpt_path.is_file():
             resume = False  # the stages are done and main training has not started yet
         recipe = prepared
-    accelerator = Accelerator(mixed_precision=mixed_precision, log_with=log_with, project_dir=str(out_dir))
+    timeout_s = collective_timeout_seconds(collective_timeout)
+    accelerator = Accelerator(mixed_precision=mixed_precision, log_with=log_with, project_dir=str(out_dir),
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))])
     log = accelerator.print
     if folder_for_digits:
         log(f"--data {data}: recipe {recipe.name!r} trains on the embedded digits, so this folder is read as "
             f"'imagefolder' (one sub-folder of images per class).")
+    _claim_run_folder(accelerator, out_dir, resume=bool(resume), overwrite=overwrite)
 
     resume_state = None
     if resume:
         source = ckpt_path if resume is True else Path(resume)
         resume_state = load_checkpoint(resolve_checkpoint_path(source))
-        stored = Recipe.from_dict(resume_state["recipe"])
+        if not _length_given(epochs, overrides):
+            # A plain --resume continues the run as planned; --epochs / --max-steps on resume set a new length.
+            recipe = recipe.with_overrides(train={"epochs": Recipe.from_dict(resume_state["recipe"]).train.epochs})
+            if max_steps is None:
+                max_steps = resume_state["run"]["total_steps"]
+        # Only the length may change on resume: a finished run can be extended with more epochs.
+        stored = Recipe.from_dict(resume_state["recipe"]).with_overrides(train={"epochs": recipe.train.epochs})
         if stored != recipe:
             diff = _recipe_diff(stored.to_dict(), recipe.to_dict())
             raise ValueError(f"Cannot resume {source}: it was trained with a different recipe ({diff}). Pass the "
@@ -406,13 +496,17 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
     step, epoch, micro_done = 0, 0, 0
     if resume_state is not None:
         old = resume_state["run"]
-        changed = {k: (old.get(k), v) for k, v in run_info.items() if old.get(k) != v}
+        changed = {k: (old.get(k), v) for k, v in run_info.items() if old.get(k) != v and k != "total_steps"}
         if changed:
             raise ValueError(f"Cannot resume: the run geometry changed {changed} (old, new). Use the same global batch "
-                             f"size, number of processes, --grad-accum and --max-steps as the first run.")
+                             f"size, number of processes and --grad-accum as the first run.")
+        if total_steps < resume_state["step"]:
+            raise ValueError(f"Cannot resume with {total_steps} total steps: the checkpoint is already at step "
+                             f"{resume_state['step']}. Pass at least the first run's --epochs / --max-steps.")
         unwrapped.load_state_dict(resume_state["model"])
         optimizer.optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
+        _extend_schedule(scheduler, total_steps)
         if accelerator.scaler is not None and resume_state.get("scaler"):
             accelerator.scaler.load_state_dict(resume_state["scaler"])
         step, epoch, micro_done = resume_state["step"], resume_state["epoch"], resume_state["micro_in_epoch"]
@@ -432,6 +526,7 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
             f"{recipe.train.lr_batch_denom}), {total_steps} steps, output {out_dir}")
 
     def checkpoint(micro_in_epoch: int) -> None:
+        _stop_if_weights_non_finite(accelerator, unwrapped, step, ckpt_path, lr_value)
         rng_all = _gather_objects(accelerator, capture_rng_state())
         if accelerator.is_main_process:
             save_checkpoint(ckpt_path, {
@@ -439,9 +534,11 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
                 "scheduler": scheduler.state_dict(),
                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
                 "epoch": epoch, "step": step, "micro_in_epoch": micro_in_epoch, "rng": rng_all,
-                "recipe": recipe.to_dict(), "run": run_info, "seed": seed})
+                "recipe": recipe.to_dict(), "run": run_info, "seed": seed, "last": last})
         accelerator.wait_for_everyone()
 
+    if resume_state is not None and accelerator.is_main_process:
+        trim_log(out_dir / LOG_NAME, resume_state["step"])  # steps logged after the checkpoint run again
     log_file = open(out_dir / LOG_NAME, "a") if accelerator.is_main_process else None
     bar = None
     if progress_bar and accelerator.is_main_process:
@@ -456,7 +553,8 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
             accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record["step"])
 
     interrupted = False
-    last: dict[str, float] = {}
+    # A resumed run that has no step left keeps the final numbers of the run it continues.
+    last: dict[str, float] = dict(resume_state.get("last") or {}) if resume_state is not None else {}
     model.train()
     try:
         with StopRequest() as stop:
@@ -523,6 +621,10 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
                 means = {f"epoch_{k}": v / max(n_epoch, 1) for k, v in epoch_sums.items()}
                 write_log({"step": step, "epoch": epoch, **means, "lr": optimizer.param_groups[0]["lr"]})
                 checkpoint(0)
+    except RuntimeError as exc:
+        if is_collective_timeout(exc):
+            raise _collective_timeout_error(accelerator, timeout_s, ckpt_path) from exc
+        raise
     finally:
         if bar is not None:
             bar.close()
@@ -536,6 +638,7 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
                               "final": last, "checkpoint": str(ckpt_path)}
     if interrupted:
         return result
+    _stop_if_weights_non_finite(accelerator, unwrapped, step, ckpt_path, lr_value)
     if accelerator.is_main_process:
         from .export import save_encoder
         metrics = {"final_loss": last.get("loss"), "steps": step, "epochs_done": epoch}
@@ -580,7 +683,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="base lr, replaces the recipe's base_lr; still scaled by global batch / lr_batch_denom")
     parser.add_argument("--output", default=None, help="run folder (default runs/RECIPE)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
-                        help="continue from OUTPUT/checkpoint.pt, or from PATH")
+                        help="continue from OUTPUT/checkpoint.pt, or from PATH (more --epochs extends a finished run)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in --output (deletes its checkpoint, log and export first)")
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None)
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -590,6 +695,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-every", type=int, default=10, help="log every N optimiser steps")
     parser.add_argument("--skip-bad-images", dest="on_error", action="store_const", const="skip", default="raise",
                         help="replace unreadable/truncated images (a warning names each) instead of stopping")
+    parser.add_argument("--collective-timeout", type=float, default=None, metavar="SECONDS",
+                        help="with several processes, stop when one waits this long for the others "
+                             "(default $SSL_ZOO_COLLECTIVE_TIMEOUT or 1800)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override, e.g. --set queue_size=4096 --set crop_scale=(0.2,1.0)")
 
@@ -603,11 +711,13 @@ def run_cli(args: argparse.Namespace) -> int:
                        output=args.output, resume=args.resume, mixed_precision=args.mixed_precision,
                        grad_accum=args.grad_accum, seed=args.seed, num_workers=args.num_workers,
                        max_steps=args.max_steps, log_with=args.log_with, overrides=overrides,
-                       log_every=args.log_every, on_error=args.on_error)
-    except NonFiniteLossError as exc:
+                       log_every=args.log_every, on_error=args.on_error, overwrite=args.overwrite,
+                       collective_timeout=args.collective_timeout)
+    except (NonFiniteLossError, NonFiniteWeightsError, CollectiveTimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, KeyError, FileNotFoundError, UnreadableImageError) as exc:  # layout errors are FileNotFoundError
+    # layout errors are FileNotFoundError; RunFolderError: the folder holds another run or is in use
+    except (ValueError, TypeError, KeyError, FileNotFoundError, UnreadableImageError, RunFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 3 if result["interrupted"] else 0

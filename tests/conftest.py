@@ -24,7 +24,10 @@ def launch_two_cpu_processes():
     import subprocess
     import sys
 
-    def run(args: list[str], extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    import signal
+
+    def run(args: list[str], extra_env: dict[str, str] | None = None,
+            timeout: float = 240) -> subprocess.CompletedProcess:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -32,6 +35,18 @@ def launch_two_cpu_processes():
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(port), *args]
-        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        # Its own process group, killed afterwards: a hung or stopped rank never outlives the test.
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            if proc.returncode is None:
+                proc.communicate()
+        return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
     return run

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import signal
 
 import numpy as np
 import torch
@@ -15,12 +16,27 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+def init_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of the training loader: ignore SIGINT/SIGTERM, then :func:`seed_worker`.
+
+    Ctrl-C and schedulers (SLURM, Kubernetes, ``kill -TERM -PGID``) signal the whole process group. A
+    worker that died of it would crash the main process ("DataLoader worker ... killed by signal")
+    before it could checkpoint; ignoring the signal leaves the stop to the main process, which
+    finishes the step, checkpoints and shuts the workers down. Workers still exit when the main
+    process dies (PyTorch's worker watchdog) and on SIGKILL.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    seed_worker(worker_id)
+
+
 def build_train_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle: bool = True,
                        drop_last: bool = True, seed: int = 0, pin_memory: bool | None = None,
                        prefetch_factor: int | None = None, persistent_workers: bool = True,
                        sampler: Sampler | None = None, generator: torch.Generator | None = None) -> DataLoader:
     """DataLoader for training: seeded shuffling, persistent workers when ``num_workers > 0`` (no
     re-fork and re-read of the file lists every epoch) and pinned memory when CUDA is available.
+    Workers ignore SIGINT/SIGTERM (:func:`init_worker`): the main process handles a stop.
 
     ``sampler`` replaces shuffling (then ``shuffle`` is ignored); ``generator`` replaces the one seeded
     with ``seed`` (it also draws the worker seeds). Persistent workers keep their random state across
@@ -38,7 +54,7 @@ def build_train_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, 
         generator.manual_seed(seed)
     kwargs = {}
     if num_workers > 0:
-        kwargs.update(persistent_workers=persistent_workers, worker_init_fn=seed_worker)
+        kwargs.update(persistent_workers=persistent_workers, worker_init_fn=init_worker)
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else None,
