@@ -29,9 +29,9 @@ from ssl_zoo.runfolder import LOCK_NAME, RunFolderError, trim_log
 from ssl_zoo.train import resolve_recipe, train
 
 RECIPE = "moco_v2_r18_digits"
-TINY = {"queue_size": 64, "arch": "test_resnet", "model_args": {}, "bn_splits": 2}
+TINY = {"queue_size": 64, "arch": "test_resnet", "model_args": {}, "bn_group_size": 8}
 RUN = dict(batch_size=16, num_workers=0, progress_bar=False, overrides=TINY)
-TINY_CLI = ["--set", "queue_size=64", "--set", "arch=test_resnet", "--set", "model_args={}", "--set", "bn_splits=2"]
+TINY_CLI = ["--set", "queue_size=64", "--set", "arch=test_resnet", "--set", "model_args={}", "--set", "bn_group_size=8"]
 REPO = Path(__file__).resolve().parents[1]
 
 
