@@ -5,8 +5,6 @@ __version__ = "0.1.0"
 
 from .recipe import (AugmentCfg, BackboneCfg, Recipe, TrainCfg, WeightsCfg, get_recipe, list_models,
                      list_pretrained, register_recipe)
-from .factory import create_backbone, create_method, create_model
-from .methods import register_method
 
 __all__ = [
     "__version__", "Recipe", "BackboneCfg", "AugmentCfg", "TrainCfg", "WeightsCfg", "register_recipe",
@@ -14,13 +12,23 @@ __all__ = [
     "register_method", "create_dataset", "push_to_hub",
 ]
 
+# Names that need torch / timm load on first use: `import ssl_zoo`, `ssl-zoo --help` and `ssl-zoo list`
+# only need the recipes (plain dataclasses), and importing torch + timm alone takes seconds.
+_LAZY = {
+    "create_model": "factory", "create_method": "factory", "create_backbone": "factory",
+    "register_method": "methods", "create_dataset": "data", "push_to_hub": "hub",
+}
+
 
 def __getattr__(name: str):
-    # Heavier subsystems load on first use, keeping `import ssl_zoo` fast.
-    if name == "create_dataset":
-        from .data import create_dataset
-        return create_dataset
-    if name == "push_to_hub":
-        from .hub import push_to_hub
-        return push_to_hub
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip __getattr__
+        return value
     raise AttributeError(f"module 'ssl_zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
