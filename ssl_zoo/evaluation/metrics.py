@@ -59,6 +59,7 @@ def _order_keys(similarity: Tensor) -> Tensor:
     # negative floats map to -magnitude: monotone, and -0.0 == +0.0 as in a float comparison sort
     key ^= sign
     key -= sign
+    del sign  # peak memory is a few of these blocks: free each one early
     key = key.to(torch.int64)
     key <<= 32
     n = similarity.shape[1]
@@ -168,6 +169,7 @@ def retrieval_metrics(features: Tensor, labels: Tensor, chunk_size: int = DEFAUL
         # The query itself goes last (cosine >= -1 > -inf) and is never relevant.
         similarity[query - start, query] = float("-inf")
         keys = _order_keys(similarity)
+        del similarity
         query_labels = labels[start:stop]
         members = by_class[(offsets[query_labels, None] + slots).clamp_(max=n - 1)]
         relevant = (slots < counts[query_labels, None]) & (members != query[:, None])
