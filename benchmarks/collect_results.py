@@ -4,7 +4,8 @@
 
 Nothing here computes or types a number: each section is a file written by the command it
 names (``ssl-zoo demo --markdown``, ``benchmarks/compare.py``, ``benchmarks/data_pipeline.py``,
-``benchmarks/step_time.py``), copied verbatim under a heading; ``*_notes.md`` files hold the
+``benchmarks/step_time.py``, ``benchmarks/eval_speed.py``, ``benchmarks/cli_speed.py``), copied
+verbatim under a heading; ``*_notes.md`` files hold the
 hand-written reading of a table, in words only. Missing files are listed as not yet measured
 rather than skipped silently.
 """
@@ -25,6 +26,8 @@ SECTIONS = [
     ("Synthesized pairs (synth) on MoCo v2: variants vs the base, same budget",
      ["synth_digits.md", "synth_digits_steptime.md", "synth_digits_grid.png", "synth_digits_notes.md"]),
     ("Data pipeline vs training step throughput", ["data_pipeline.md"]),
+    ("k-NN and retrieval time vs the plain similarity matmul", ["eval_speed.md", "eval_speed_notes.md"]),
+    ("`ssl-zoo --help` and `ssl-zoo list` start-up time", ["cli_speed.md"]),
 ]
 
 
