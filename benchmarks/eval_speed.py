@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timed runs per case after one warm-up run")
     p.add_argument("--sort-baseline", action="store_true",
                    help="also time matmul + full stable sort of every row (the implementation before topk)")
+    p.add_argument("--only", choices=["knn", "retrieval"], default=None, help="time one of the two groups")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's own choice)")
     p.add_argument("--json", type=Path, default=None)
@@ -79,18 +80,20 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
-    bank = torch.randn(args.bank, args.dim, generator=g).to(device)
-    bank_labels = torch.randint(0, args.knn_classes, (args.bank,), generator=g).to(device)
-    queries = torch.randn(args.queries, args.dim, generator=g).to(device)
-    items = torch.randn(args.retrieval_n, args.dim, generator=g).to(device)
-    item_labels = torch.randint(0, args.retrieval_classes, (args.retrieval_n,), generator=g).to(device)
+    knn_n = 0 if args.only == "retrieval" else args.bank  # a group left out gets empty data
+    bank = torch.randn(knn_n, args.dim, generator=g).to(device)
+    bank_labels = torch.randint(0, args.knn_classes, (knn_n,), generator=g).to(device)
+    queries = torch.randn(args.queries if knn_n else 0, args.dim, generator=g).to(device)
+    ret_n = 0 if args.only == "knn" else args.retrieval_n
+    items = torch.randn(ret_n, args.dim, generator=g).to(device)
+    item_labels = torch.randint(0, args.retrieval_classes, (ret_n,), generator=g).to(device)
     chunk = args.chunk_size
 
     knn_shape = f"bank {args.bank:,} x {args.queries:,} queries, D = {args.dim:,}"
     ret_shape = f"N = {args.retrieval_n:,}, D = {args.dim:,}, {args.retrieval_classes} classes"
     # case -> (group, shape, function); the first case of each group is its reference
-    cases: dict[str, tuple[str, str, Callable[[], object]]] = {
-        "knn matmul": ("knn", knn_shape, lambda: chunked_matmul(queries, bank, chunk))}
+    cases: dict[str, tuple[str, str, Callable[[], object]]] = {}
+    cases["knn matmul"] = ("knn", knn_shape, lambda: chunked_matmul(queries, bank, chunk))
     for k in args.k:
         cases[f"knn k={k}"] = ("knn", knn_shape, lambda k=k: knn_predict(
             bank, bank_labels, queries, k=k, num_classes=args.knn_classes, chunk_size=chunk))
@@ -103,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         cases["retrieval matmul + full sort"] = ("retrieval", ret_shape,
                                                  lambda: chunked_matmul(items, items, chunk, sort=True))
 
+    if args.only:
+        cases = {name: case for name, case in cases.items() if case[0] == args.only}
     wall: dict[str, list[float]] = {name: [] for name in cases}
     cpu: dict[str, list[float]] = {name: [] for name in cases}
     with torch.no_grad():

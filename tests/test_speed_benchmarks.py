@@ -40,6 +40,10 @@ def test_eval_speed_writes_ratios_machine_and_command(tmp_path, monkeypatch, cap
     assert info["device"] == "cpu" and info["threads"] == 1 and info["command"].startswith("python benchmarks/eval_speed.py --bank 300")
     text = md.read_text()
     assert "| knn k=400 |" in text and "Machine:" in text and info["command"] in text
+    assert _run("eval_speed.py", ["--only", "retrieval", "--retrieval-n", "50", "--dim", "8", "--repeats", "1",
+                                  "--device", "cpu", "--json", str(out)], monkeypatch) == 0
+    assert [r["case"] for r in json.loads(out.read_text())["results"]] == ["retrieval matmul",
+                                                                           "retrieval rank-1/5 + mAP"]
     assert _run("eval_speed.py", ["--k", "0"], monkeypatch) == 2
     assert "must be >= 1" in capsys.readouterr().err
 
