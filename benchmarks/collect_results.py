@@ -26,7 +26,8 @@ SECTIONS = [
     ("Synthesized pairs (synth) on MoCo v2: variants vs the base, same budget",
      ["synth_digits.md", "synth_digits_steptime.md", "synth_digits_grid.png", "synth_digits_notes.md"]),
     ("Data pipeline vs training step throughput", ["data_pipeline.md"]),
-    ("k-NN and retrieval time vs the plain similarity matmul", ["eval_speed.md", "eval_speed_notes.md"]),
+    ("k-NN and retrieval time vs the plain similarity matmul", ["eval_speed.md", "eval_speed_10_classes.md",
+                                                                  "eval_speed_notes.md"]),
     ("`ssl-zoo --help` and `ssl-zoo list` start-up time", ["cli_speed.md"]),
 ]
 
