@@ -205,6 +205,9 @@ def test_order_keys_reproduce_the_stable_sort_with_ties_signed_zeros_and_inf():
     assert torch.equal(torch.sort(_order_keys(sim), dim=1, descending=True).indices, stable)
     for k in (1, 5, 20, 299, 300):
         assert torch.equal(_top_columns(sim, k), stable[:, :k])
+    # half-precision similarities (a matmul under autocast) keep their order and ties
+    assert torch.equal(_top_columns(sim.bfloat16(), 300), torch.sort(sim.bfloat16(), dim=1, descending=True,
+                                                                      stable=True).indices)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -47,12 +47,16 @@ _MIN_INT64 = torch.iinfo(torch.int64).min
 
 
 def _order_keys(similarity: Tensor) -> Tensor:
-    """One int64 key per entry of a float32 ``(rows, n)`` similarity block, unique within a row, whose
+    """One int64 key per entry of a float32 (or float16 / bfloat16) ``(rows, n)`` similarity block, unique within a row, whose
     descending order is the stable descending order of the row (equal similarities: lower column first).
 
     High 32 bits: the similarity as an order-preserving integer; low 32 bits: ``n - 1 - column``.
     ``topk`` / ``searchsorted`` on these keys then reproduce a stable sort without sorting the row.
     """
+    if similarity.dtype in (torch.float16, torch.bfloat16):  # a matmul under autocast; widening is exact
+        similarity = similarity.float()
+    elif similarity.dtype != torch.float32:
+        raise TypeError(f"order keys need float32 similarities, got {similarity.dtype}.")
     bits = similarity.contiguous().view(torch.int32)
     sign = bits >> 31  # -1 for negative floats, 0 otherwise
     key = bits & 0x7FFFFFFF
