@@ -10,8 +10,8 @@ The reference for each is the floor any exact method pays: L2-normalise, then on
 similarity matmul per chunk of queries, nothing else (same chunk size, same device).
 ``--sort-baseline`` also times the previous implementation's extra step, a full stable sort of every
 similarity row, on top of that matmul. Each case is run once to warm up and then ``--repeats`` times,
-cases interleaved so machine load hits them alike; the table gives medians of wall and CPU time and ratios to the matmul.
-Runs on ``cuda`` when available (``--device`` to choose).
+cases interleaved so machine load hits them alike; the table gives medians of wall and CPU time and
+ratios to the matmul. Runs on ``cuda`` when available (``--device`` to choose).
 """
 from __future__ import annotations
 

@@ -47,8 +47,9 @@ _MIN_INT64 = torch.iinfo(torch.int64).min
 
 
 def _order_keys(similarity: Tensor) -> Tensor:
-    """One int64 key per entry of a float32 (or float16 / bfloat16) ``(rows, n)`` similarity block, unique within a row, whose
-    descending order is the stable descending order of the row (equal similarities: lower column first).
+    """One int64 key per entry of a float32 (or float16 / bfloat16) ``(rows, n)`` similarity block, unique
+    within a row, whose descending order is the stable descending order of the row (equal similarities:
+    lower column first).
 
     High 32 bits: the similarity as an order-preserving integer; low 32 bits: ``n - 1 - column``.
     ``topk`` / ``searchsorted`` on these keys then reproduce a stable sort without sorting the row.
