@@ -4,7 +4,8 @@
 
 Nothing here computes or types a number: each section is a file written by the command it
 names (``ssl-zoo demo --markdown``, ``benchmarks/compare.py``, ``benchmarks/data_pipeline.py``,
-``benchmarks/step_time.py``), copied verbatim under a heading; ``*_notes.md`` files hold the
+``benchmarks/step_time.py``, ``benchmarks/eval_speed.py``, ``benchmarks/cli_speed.py``), copied
+verbatim under a heading; ``*_notes.md`` files hold the
 hand-written reading of a table, in words only. Missing files are listed as not yet measured
 rather than skipped silently.
 """
@@ -27,6 +28,9 @@ SECTIONS = [
     ("Data pipeline vs training step throughput", ["data_pipeline.md"]),
     ("BatchNorm groups split inside one pass vs one group (MoCo v2, LeOCLR)",
      ["bn_groups_32px.md", "bn_groups_64px.md", "bn_groups_notes.md"]),
+    ("k-NN and retrieval time vs the plain similarity matmul", ["eval_speed.md", "eval_speed_10_classes.md",
+                                                                  "eval_speed_notes.md"]),
+    ("`ssl-zoo --help` and `ssl-zoo list` start-up time", ["cli_speed.md"]),
 ]
 
 

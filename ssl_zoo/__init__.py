@@ -5,9 +5,10 @@ __version__ = "0.1.0"
 
 from .recipe import (AugmentCfg, BackboneCfg, Recipe, TrainCfg, WeightsCfg, get_recipe, list_models,
                      list_pretrained, register_recipe)
-from . import backbones  # noqa: F401  (registers the CIFAR ResNets with timm)
-from .factory import create_backbone, create_method, create_model
-from .methods import register_method
+from .timm_registration import register_with_timm
+
+# timm learns ssl_zoo's architectures (resnet18_cifar, ...) when timm loads, without importing it here.
+register_with_timm()
 
 __all__ = [
     "__version__", "Recipe", "BackboneCfg", "AugmentCfg", "TrainCfg", "WeightsCfg", "register_recipe",
@@ -15,13 +16,23 @@ __all__ = [
     "register_method", "create_dataset", "push_to_hub",
 ]
 
+# Names that need torch / timm load on first use: `import ssl_zoo`, `ssl-zoo --help` and `ssl-zoo list`
+# only need the recipes (plain dataclasses), and importing torch + timm alone takes seconds.
+_LAZY = {
+    "create_model": "factory", "create_method": "factory", "create_backbone": "factory",
+    "register_method": "methods", "create_dataset": "data", "push_to_hub": "hub",
+}
+
 
 def __getattr__(name: str):
-    # Heavier subsystems load on first use, keeping `import ssl_zoo` fast.
-    if name == "create_dataset":
-        from .data import create_dataset
-        return create_dataset
-    if name == "push_to_hub":
-        from .hub import push_to_hub
-        return push_to_hub
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip __getattr__
+        return value
     raise AttributeError(f"module 'ssl_zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -7,6 +7,7 @@ from typing import Any
 import timm
 from torch import nn
 
+from . import backbones  # noqa: F401  (our timm architectures, e.g. resnet18_cifar)
 from .methods import SSLMethod, get_method_class
 from .recipe import Recipe, get_recipe
 

@@ -139,3 +139,118 @@ def test_topk_accuracy():
     acc = topk_accuracy(logits, labels, ks=(1, 2, 5))
     assert acc[1] == pytest.approx(1 / 3)
     assert acc[2] == 1.0 and acc[5] == 1.0
+
+
+# -- the top-k / rank-count implementation against a full stable sort of every row ---------------------------
+
+def _tied_features(n: int, generator: torch.Generator) -> torch.Tensor:
+    """Rows with four entries of +-1 among 8 (norm exactly 2) and a few zero rows: every cosine is a multiple
+    of 1/4, computed exactly in any summation order, so there are ties everywhere (zero rows give +-0.0)."""
+    signs = torch.randint(0, 2, (n, 8), generator=generator).float() * 2 - 1
+    keep = torch.rand(n, 8, generator=generator).argsort(dim=1) < 4
+    features = signs * keep
+    features[torch.randperm(n, generator=generator)[: max(1, n // 20)]] = 0.0
+    return features
+
+
+def _labels_with_singletons(n: int, classes: int, singletons: int, generator: torch.Generator) -> torch.Tensor:
+    labels = torch.randint(0, classes, (n,), generator=generator)
+    labels[torch.randperm(n, generator=generator)[:singletons]] = torch.arange(100, 100 + singletons)
+    return labels
+
+
+def _reference_knn(train, train_labels, test, k, temperature, chunk):
+    bank = torch.nn.functional.normalize(train.float(), dim=1)
+    num_classes = int(train_labels.max()) + 1
+    preds = []
+    for start in range(0, test.shape[0], chunk):
+        sim = torch.nn.functional.normalize(test[start:start + chunk].float(), dim=1) @ bank.T
+        order = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :min(k, bank.shape[0])]
+        votes = torch.zeros(sim.shape[0], num_classes)
+        votes.scatter_add_(1, train_labels[order], (sim.gather(1, order) / temperature).exp())
+        preds.append(votes.argmax(dim=1))
+    return torch.cat(preds)
+
+
+def _reference_retrieval(features, labels, chunk):
+    """Leave-one-out retrieval from a full stable sort of each row; average precision in float64."""
+    n = features.shape[0]
+    gallery = torch.nn.functional.normalize(features.float(), dim=1)
+    hits1 = hits5 = 0
+    aps = []
+    for start in range(0, n, chunk):
+        sim = gallery[start:start + chunk] @ gallery.T
+        for row in range(sim.shape[0]):
+            sim[row, start + row] = float("-inf")
+        order = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, : n - 1]
+        for row in range(sim.shape[0]):
+            relevant = (labels[order[row]] == labels[start + row]).tolist()
+            hits1 += relevant[0]
+            hits5 += any(relevant[:5])
+            ranks = [r + 1 for r, hit in enumerate(relevant) if hit]
+            if ranks:
+                aps.append(sum(i / r for i, r in enumerate(ranks, start=1)) / len(ranks))
+    return {"rank1": hits1 / n, "rank5": hits5 / n, "mAP": sum(aps) / len(aps)}
+
+
+def test_order_keys_reproduce_the_stable_sort_with_ties_signed_zeros_and_inf():
+    from ssl_zoo.evaluation.metrics import _order_keys, _top_columns
+
+    g = torch.Generator().manual_seed(3)
+    sim = torch.randint(-3, 4, (40, 300), generator=g).float() / 4
+    sim[sim == 0] = torch.where(torch.rand(int((sim == 0).sum()), generator=g) < 0.5, -0.0, 0.0)
+    sim[torch.arange(40), torch.arange(40) * 7] = float("-inf")
+    assert torch.signbit(sim[sim == 0]).any() and not torch.signbit(sim[sim == 0]).all()
+    stable = torch.sort(sim, dim=1, descending=True, stable=True).indices
+    assert torch.equal(torch.sort(_order_keys(sim), dim=1, descending=True).indices, stable)
+    for k in (1, 5, 20, 299, 300):
+        assert torch.equal(_top_columns(sim, k), stable[:, :k])
+    # half-precision similarities (a matmul under autocast) keep their order and ties
+    assert torch.equal(_top_columns(sim.bfloat16(), 300), torch.sort(sim.bfloat16(), dim=1, descending=True,
+                                                                      stable=True).indices)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_knn_equals_full_sort_reference_on_tied_features(seed):
+    g = torch.Generator().manual_seed(seed)
+    train, test = _tied_features(150, g), _tied_features(41, g)
+    train_l = _labels_with_singletons(150, 6, 5, g)
+    for k in (1, 4, 20, 200):
+        expected = _reference_knn(train, train_l, test, k, 0.07, chunk=41)
+        for chunk in (41, 8):  # exact cosines: the chunking cannot change a similarity
+            assert torch.equal(knn_predict(train, train_l, test, k=k, chunk_size=chunk), expected)
+
+
+def test_knn_equals_full_sort_reference_on_float_features():
+    g = torch.Generator().manual_seed(4)
+    train, test = torch.randn(300, 12, generator=g), torch.randn(70, 12, generator=g)
+    train = torch.cat([train, train[:50]])  # exact duplicates: tied neighbours
+    train_l = torch.randint(0, 7, (350,), generator=g)
+    for k in (1, 20, 200):
+        assert torch.equal(knn_predict(train, train_l, test, k=k, chunk_size=16),
+                           _reference_knn(train, train_l, test, k, 0.07, chunk=16))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_retrieval_equals_full_sort_reference_on_tied_features(seed):
+    g = torch.Generator().manual_seed(seed)
+    features = _tied_features(120, g)
+    labels = _labels_with_singletons(120, 5, 7, g)
+    expected = _reference_retrieval(features, labels, chunk=120)
+    for chunk in (120, 1, 16):
+        m = retrieval_metrics(features, labels, chunk_size=chunk)
+        assert m["rank1"] == expected["rank1"] and m["rank5"] == expected["rank5"]
+        assert m["mAP"] == pytest.approx(expected["mAP"], rel=1e-12)
+    # Labels are only compared for equality: negative or sparse ids change nothing.
+    assert retrieval_metrics(features, labels * 1000 - 7, chunk_size=16) == retrieval_metrics(features, labels)
+
+
+def test_retrieval_equals_full_sort_reference_on_float_features():
+    g = torch.Generator().manual_seed(5)
+    features = torch.randn(90, 6, generator=g)
+    features = torch.cat([features, features[:30]])  # each of these has an identical twin
+    labels = _labels_with_singletons(120, 4, 3, g)
+    m = retrieval_metrics(features, labels, chunk_size=32)
+    expected = _reference_retrieval(features, labels, chunk=32)
+    assert m["rank1"] == expected["rank1"] and m["rank5"] == expected["rank5"]
+    assert m["mAP"] == pytest.approx(expected["mAP"], rel=1e-12)

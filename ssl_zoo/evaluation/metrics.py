@@ -6,9 +6,13 @@ Every function here takes CPU or GPU tensors, L2-normalises the features itself
 reports multiply by 100.
 
 Ties are broken deterministically: neighbours with equal similarity are ranked
-by their index in the gallery / training set (stable sort), and a k-NN vote tie
-goes to the smallest class index. This makes chunked == unchunked and one
-process == several processes (features gathered in dataset order).
+by their index in the gallery / training set (the order of a stable sort), and a
+k-NN vote tie goes to the smallest class index. This makes chunked == unchunked
+and one process == several processes (features gathered in dataset order).
+
+No row is fully sorted: k-NN takes a ``topk`` and retrieval counts, for each
+relevant item only, how many items rank above it (see ``_order_keys``). Both give
+the ranks a full stable sort would give, ties included.
 """
 from __future__ import annotations
 
@@ -38,9 +42,40 @@ def _check_chunk(chunk_size: int) -> None:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
 
 
-def _rank(similarity: Tensor) -> Tensor:
-    """Column indices of each row sorted by decreasing similarity; ties keep index order."""
-    return torch.sort(similarity, dim=1, descending=True, stable=True).indices
+_LOW_32 = 0xFFFFFFFF
+_MIN_INT64 = torch.iinfo(torch.int64).min
+
+
+def _order_keys(similarity: Tensor) -> Tensor:
+    """One int64 key per entry of a float32 (or float16 / bfloat16) ``(rows, n)`` similarity block, unique
+    within a row, whose descending order is the stable descending order of the row (equal similarities:
+    lower column first).
+
+    High 32 bits: the similarity as an order-preserving integer; low 32 bits: ``n - 1 - column``.
+    ``topk`` / ``searchsorted`` on these keys then reproduce a stable sort without sorting the row.
+    """
+    if similarity.dtype in (torch.float16, torch.bfloat16):  # a matmul under autocast; widening is exact
+        similarity = similarity.float()
+    elif similarity.dtype != torch.float32:
+        raise TypeError(f"order keys need float32 similarities, got {similarity.dtype}.")
+    bits = similarity.contiguous().view(torch.int32)
+    sign = bits >> 31  # -1 for negative floats, 0 otherwise
+    key = bits & 0x7FFFFFFF
+    # negative floats map to -magnitude: monotone, and -0.0 == +0.0 as in a float comparison sort
+    key ^= sign
+    key -= sign
+    del sign  # peak memory is a few of these blocks: free each one early
+    key = key.to(torch.int64)
+    key <<= 32
+    n = similarity.shape[1]
+    key |= torch.arange(n - 1, -1, -1, device=similarity.device, dtype=torch.int64)
+    return key
+
+
+def _top_columns(similarity: Tensor, k: int) -> Tensor:
+    """The first ``k`` columns of each row's stable descending sort, in that order."""
+    top = torch.topk(_order_keys(similarity), k, dim=1).values  # keys are unique: no tie to break
+    return (similarity.shape[1] - 1) - (top & _LOW_32)
 
 
 @torch.no_grad()
@@ -73,7 +108,7 @@ def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Ten
     for start in range(0, test_features.shape[0], chunk_size):
         queries = F.normalize(test_features[start:start + chunk_size].to(device).float(), dim=1)
         similarity = queries @ bank.T
-        neighbours = _rank(similarity)[:, :k]
+        neighbours = _top_columns(similarity, k)
         weights = (similarity.gather(1, neighbours) / temperature).exp()
         votes = torch.zeros(queries.shape[0], num_classes, device=device, dtype=weights.dtype)
         votes.scatter_add_(1, bank_labels[neighbours], weights)
@@ -118,31 +153,52 @@ def retrieval_metrics(features: Tensor, labels: Tensor, chunk_size: int = DEFAUL
         raise ValueError("retrieval needs at least two items (each query is ranked against the others).")
     device = features.device
     gallery = F.normalize(features.float(), dim=1)
-    labels = labels.to(device=device, dtype=torch.long)
-    # precision at rank r = hits in the first r / r, for r = 1 .. N-1
-    ranks = torch.arange(1, n, device=device, dtype=torch.float32)
-    hits1 = hits5 = 0.0
-    ap_sum, ap_count = 0.0, 0
+    # class ids 0..C-1 in the same order (labels may be negative or sparse; bincount needs dense ones)
+    labels = torch.unique(labels.to(device=device, dtype=torch.long), return_inverse=True)[1]
+    # Gallery indices grouped by class: class c's members are by_class[offsets[c] : offsets[c] + counts[c]].
+    by_class = torch.argsort(labels, stable=True)
+    counts = torch.bincount(labels)
+    offsets = counts.cumsum(0) - counts
+    width = int(counts.max())  # room for the largest class's relevant keys (one host sync, before the loop)
+    slots = torch.arange(width, device=device)
+    # the relevant item in slot p (ascending keys) is the (width - p)-th relevant one in the ranking
+    position = torch.arange(width, 0, -1, device=device, dtype=torch.float64)
+    hits1 = torch.zeros((), device=device, dtype=torch.long)
+    hits5 = torch.zeros_like(hits1)
+    ap_count = torch.zeros_like(hits1)
+    ap_sum = torch.zeros((), device=device, dtype=torch.float64)
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
-        rows = torch.arange(stop - start, device=device)
+        query = torch.arange(start, stop, device=device)
         similarity = gallery[start:stop] @ gallery.T
-        # The query itself goes last (cosine >= -1 > -inf) and is then cut off.
-        similarity[rows, rows + start] = float("-inf")
-        order = _rank(similarity)[:, : n - 1]
-        relevant = labels[order] == labels[start:stop, None]
-        hits1 += relevant[:, 0].sum().item()
-        hits5 += relevant[:, :5].any(dim=1).sum().item()
+        # The query itself goes last (cosine >= -1 > -inf) and is never relevant.
+        similarity[query - start, query] = float("-inf")
+        keys = _order_keys(similarity)
+        del similarity
+        query_labels = labels[start:stop]
+        members = by_class[(offsets[query_labels, None] + slots).clamp_(max=n - 1)]
+        relevant = (slots < counts[query_labels, None]) & (members != query[:, None])
         num_relevant = relevant.sum(dim=1)
-        precision = relevant.float().cumsum(dim=1) / ranks
-        ap = (precision * relevant).sum(dim=1)
+        # Relevant keys ascending, padding (the smallest int64, below every real key) first.
+        relevant_keys = keys.gather(1, members).masked_fill_(~relevant, _MIN_INT64).sort(dim=1).values
+        # below[i, j]: how many of row i's sorted relevant keys (padding included) lie below item j's key.
+        below = torch.searchsorted(relevant_keys, keys)
+        histogram = torch.zeros(stop - start, width + 1, device=device, dtype=torch.long)
+        histogram.scatter_add_(1, below, torch.ones_like(below))
+        # Item j ranks above slot p's key iff below[j] > p: the rank of slot p is 1 + #{j : below[j] > p}.
+        rank = histogram.flip(1).cumsum(1).flip(1)[:, 1:] + 1
+        is_real = slots >= width - num_relevant[:, None]
+        ap = torch.where(is_real, position / rank, 0.0).sum(dim=1) / num_relevant.clamp(min=1)
         has_relevant = num_relevant > 0
-        ap_sum += (ap[has_relevant] / num_relevant[has_relevant]).sum().item()
-        ap_count += int(has_relevant.sum().item())
-    if ap_count == 0:
+        best = rank[:, -1]  # rank of the best-ranked relevant item (meaningless without one: masked)
+        hits1 += (has_relevant & (best == 1)).sum()
+        hits5 += (has_relevant & (best <= 5)).sum()
+        ap_sum += (ap * has_relevant).sum()  # a product, not a boolean index: no host sync on GPU
+        ap_count += has_relevant.sum()
+    if int(ap_count) == 0:
         raise ValueError("no query has another item of its class, so retrieval is undefined; "
                          "retrieval needs at least one class with two or more images.")
-    return {"rank1": hits1 / n, "rank5": hits5 / n, "mAP": ap_sum / ap_count}
+    return {"rank1": hits1.item() / n, "rank5": hits5.item() / n, "mAP": ap_sum.item() / int(ap_count)}
 
 
 def queries_without_positive(labels: Tensor) -> int:

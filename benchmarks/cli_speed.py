@@ -1,0 +1,89 @@
+"""Wall time of `ssl-zoo --help` and `ssl-zoo list`, each a fresh process, median of several runs.
+
+    python benchmarks/cli_speed.py --json docs/results/cli_speed.json --markdown docs/results/cli_speed.md
+
+Each command runs as ``python -m ssl_zoo.cli ...`` with this checkout first on ``PYTHONPATH`` (what the
+installed ``ssl-zoo`` script does: ``from ssl_zoo.cli import main``); ``--ssl-zoo PATH`` times an
+installed script instead. One untimed run first (warm file cache), then ``--repeats`` timed runs,
+commands interleaved. For scale, two floors are timed the same way: the bare interpreter
+(``python -c pass``) and ``python -c "import torch, timm"``, what every command paid before the
+imports were made lazy.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_once(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"`{' '.join(cmd)}` failed with exit code {done.returncode}: "
+                         f"{done.stderr.strip().splitlines()[-1:]}")
+    return elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=7, help="timed runs per command after one untimed run")
+    p.add_argument("--ssl-zoo", default=None, help="time this installed ssl-zoo script instead of "
+                   "`python -m ssl_zoo.cli` from this checkout")
+    p.add_argument("--no-floors", action="store_true", help="skip the `python -c pass` / `import torch, timm` rows")
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--markdown", type=Path, default=None, help="write a table with the machine and command")
+    args = p.parse_args(argv)
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    prog = [args.ssl_zoo] if args.ssl_zoo else [sys.executable, "-m", "ssl_zoo.cli"]
+    shown = "ssl-zoo" if args.ssl_zoo else "python -m ssl_zoo.cli"
+    cases = {f"{shown} --help": prog + ["--help"], f"{shown} list": prog + ["list"]}
+    if not args.no_floors:
+        cases["python -c pass"] = [sys.executable, "-c", "pass"]
+        cases['python -c "import torch, timm"'] = [sys.executable, "-c", "import torch, timm"]
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for rep in range(args.repeats + 1):  # rep 0: untimed, warms the file cache
+        for name, cmd in cases.items():
+            t = run_once(cmd, env)
+            if rep:
+                times[name].append(t)
+    rows = [{"command": name, "median_s": round(statistics.median(ts), 3), "min_s": round(min(ts), 3),
+             "max_s": round(max(ts), 3)} for name, ts in times.items()]
+
+    from ssl_zoo.report import command_line, machine_info  # after timing: torch is not loaded while we measure
+
+    info = {"machine": machine_info(), "repeats": args.repeats, "results": rows,
+            "command": command_line("python benchmarks/cli_speed.py", argv)}
+    text = markdown(info)
+    print(text)
+    if args.json:
+        args.json.write_text(json.dumps(info, indent=2) + "\n")
+    if args.markdown:
+        args.markdown.write_text(text)
+    return 0
+
+
+def markdown(info: dict) -> str:
+    from ssl_zoo.report import machine_line
+
+    lines = [f"Wall time of a fresh process, median of {info['repeats']} runs after one untimed run:", "",
+             "| command | median (s) | min (s) | max (s) |", "|---|---|---|---|"]
+    lines += [f"| `{r['command']}` | {r['median_s']:.3f} | {r['min_s']:.3f} | {r['max_s']:.3f} |"
+              for r in info["results"]]
+    lines += ["", machine_line(info["machine"]), "", "Command:", "", f"```\n{info['command']}\n```", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""benchmarks/eval_speed.py and benchmarks/cli_speed.py on tiny sizes: they run, and their files say what was run."""
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(script: str, args: list[str], monkeypatch) -> int:
+    monkeypatch.setattr(sys, "argv", [f"benchmarks/{script}", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_path(str(REPO / "benchmarks" / script), run_name="__main__")
+    return exit_info.value.code
+
+
+def test_eval_speed_writes_ratios_machine_and_command(tmp_path, monkeypatch, capsys):
+    out, md = tmp_path / "eval_speed.json", tmp_path / "eval_speed.md"
+    args = ["--bank", "300", "--queries", "40", "--k", "5", "400", "--retrieval-n", "90", "--dim", "16",
+            "--chunk-size", "16", "--repeats", "1", "--sort-baseline", "--device", "cpu", "--threads", "1",
+            "--json", str(out), "--markdown", str(md)]
+    threads = torch.get_num_threads()
+    try:
+        assert _run("eval_speed.py", args, monkeypatch) == 0
+    finally:
+        torch.set_num_threads(threads)  # --threads 1 set it for this whole process
+    info = json.loads(out.read_text())
+    cases = [r["case"] for r in info["results"]]
+    assert cases == ["knn matmul", "knn k=5", "knn k=400", "knn matmul + full sort", "retrieval matmul",
+                     "retrieval rank-1/5 + mAP", "retrieval matmul + full sort"]
+    for row in info["results"]:
+        reference = next(r for r in info["results"] if r["case"] == f"{row['group']} matmul")
+        assert row["ratio_to_matmul"] == pytest.approx(row["median_s"] / reference["median_s"], rel=0.01)
+        assert row["cpu_ratio_to_matmul"] == pytest.approx(row["cpu_median_s"] / reference["cpu_median_s"], rel=0.01)
+    assert info["device"] == "cpu" and info["threads"] == 1
+    assert info["command"].startswith("python benchmarks/eval_speed.py --bank 300")
+    text = md.read_text()
+    assert "| knn k=400 |" in text and "Machine:" in text and info["command"] in text
+    assert _run("eval_speed.py", ["--only", "retrieval", "--retrieval-n", "50", "--dim", "8", "--repeats", "1",
+                                  "--device", "cpu", "--json", str(out)], monkeypatch) == 0
+    assert [r["case"] for r in json.loads(out.read_text())["results"]] == ["retrieval matmul",
+                                                                           "retrieval rank-1/5 + mAP"]
+    assert _run("eval_speed.py", ["--k", "0"], monkeypatch) == 2
+    assert "must be >= 1" in capsys.readouterr().err
+
+
+def test_cli_speed_times_help_and_list(tmp_path, monkeypatch):
+    out, md = tmp_path / "cli_speed.json", tmp_path / "cli_speed.md"
+    assert _run("cli_speed.py", ["--repeats", "1", "--no-floors", "--json", str(out), "--markdown", str(md)],
+                monkeypatch) == 0
+    info = json.loads(out.read_text())
+    assert [r["command"] for r in info["results"]] == ["python -m ssl_zoo.cli --help", "python -m ssl_zoo.cli list"]
+    assert all(r["median_s"] > 0 for r in info["results"])
+    assert "`python -m ssl_zoo.cli list`" in md.read_text() and "Machine:" in md.read_text()
