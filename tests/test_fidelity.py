@@ -387,3 +387,39 @@ def test_simsiam_matches_algorithm_1_step_for_step() -> None:
     ours = [*model.encoder.parameters(), *model.projector.parameters(), *model.predictor.parameters()]
     for a, b in zip([*f.parameters(), *h.parameters()], ours):
         torch.testing.assert_close(b, a, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("imports", ["import ssl_zoo; import timm", "import timm; import ssl_zoo"])
+def test_import_ssl_zoo_lets_plain_timm_load_an_exported_cifar_encoder(imports: str, tmp_path: Path) -> None:
+    """`import ssl_zoo` (in either order with timm) is all timm needs for `local-dir:` of a CIFAR-stem export."""
+    import subprocess
+    import sys
+
+    from ssl_zoo.export import save_encoder
+
+    recipe = ssl_zoo.get_recipe("moco_v2_r18_cifar10")
+    encoder = ssl_zoo.create_model(recipe).eval()
+    save_encoder(encoder, tmp_path, recipe)
+    x = torch.randn(2, 3, 32, 32)
+    torch.save({"x": x, "y": encoder(x).detach()}, tmp_path / "io.pt")
+    code = textwrap.dedent(f"""
+        import sys
+        {imports}
+        import torch
+        model = timm.create_model("local-dir:{tmp_path}", pretrained=True).eval()
+        io = torch.load("{tmp_path / 'io.pt'}", weights_only=True)
+        assert type(model).__name__ == "CifarResNet", type(model)
+        torch.testing.assert_close(model(io["x"]), io["y"], atol=1e-5, rtol=1e-5)
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_import_ssl_zoo_alone_imports_neither_torch_nor_timm() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, ssl_zoo; print(sorted(m for m in ('torch', 'timm') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
