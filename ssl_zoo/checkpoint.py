@@ -9,6 +9,8 @@ containers so ``torch.load(..., weights_only=True)`` can read it (no pickled cod
 """
 from __future__ import annotations
 
+from .errors import CheckpointError
+
 import io
 import os
 import random
@@ -58,7 +60,11 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
     """Serialise ``state`` to memory, then write it with temp file + rename (never half a file)."""
     buffer = io.BytesIO()
     torch.save({"format_version": FORMAT_VERSION, **state}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as exc:  # disk full, read-only, quota: the previous checkpoint is untouched
+        raise CheckpointError(f"Could not write the checkpoint {path}: {exc.strerror or exc}. The previous checkpoint "
+                              f"(if any) is intact; free disk space or choose another --output, then --resume.") from exc
     return Path(path)
 
 
@@ -80,11 +86,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     p = resolve_checkpoint_path(path)
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise RuntimeError(f"Could not read the training checkpoint {p}: {type(exc).__name__}: {exc}. "
-                           f"It may be from another program or corrupted; start a new run.") from exc
+    except Exception as exc:  # torch's own text suggests weights_only=False: never for a file we cannot trust
+        raise CheckpointError(f"Could not read the training checkpoint {p} ({type(exc).__name__}): it is truncated, "
+                              f"corrupted or not written by `ssl-zoo train`. Resume from another checkpoint, or "
+                              f"start again with --overwrite.") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise RuntimeError(f"{p} is not an ssl_zoo training checkpoint (format {FORMAT_VERSION}).")
+        raise CheckpointError(f"{p} is not an ssl_zoo training checkpoint (format {FORMAT_VERSION}). Resume from a "
+                              f"folder written by `ssl-zoo train`, or start again with --overwrite.")
     bad = non_finite_tensors(state["model"]) if isinstance(state.get("model"), Mapping) else []
     if bad:
         warnings.warn(f"The model state in {p} has {describe_non_finite(bad)} holding NaN/inf: that run diverged, "

@@ -18,6 +18,8 @@ Legacy pickles are read only with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
+from .errors import SslZooError
+
 import argparse
 import json
 import re
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 StateDict = dict[str, torch.Tensor]
 
 
-class ConversionError(ValueError):
+class ConversionError(SslZooError, ValueError):
     """The checkpoint does not match the chosen source layout or architecture."""
 
 
@@ -48,7 +50,11 @@ def load_upstream(path: str | Path) -> dict[str, Any]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return dict(load_file(str(path), device="cpu"))
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except Exception as exc:  # SafetensorError: bad header, truncated data
+            raise ConversionError(f"{path} is not a readable safetensors file ({' '.join(str(exc).split())}): it is "
+                                  f"truncated or corrupted. Download or export it again.") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -236,8 +242,8 @@ def run_cli(args: argparse.Namespace) -> int:
         out = convert_checkpoint(args.src, args.source, args.out, arch=args.arch, recipe=args.recipe,
                                  method=args.method, model_args=args.model_args)
     except (ConversionError, ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"ssl-zoo convert: {exc}", file=sys.stderr)
-        return 1
+        print(f"error: ssl-zoo convert: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     from .export import read_encoder_config
 
     cfg = read_encoder_config(out)

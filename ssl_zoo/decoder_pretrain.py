@@ -167,18 +167,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from .train import NonFiniteLossError, parse_overrides
+    from .errors import SslZooError
+    from .train import one_line, parse_overrides
 
     try:
         result = pretrain_decoder(args.recipe, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                                   lr=args.lr, output=args.output, resume=args.resume, max_steps=args.max_steps,
                                   overrides=parse_overrides(args.overrides), num_workers=args.num_workers,
                                   seed=args.seed)
-    except NonFiniteLossError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except SslZooError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     if result["interrupted"]:
         return 3

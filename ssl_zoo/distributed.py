@@ -2,6 +2,8 @@
 collective timeout: how long a process waits for the others before the run stops."""
 from __future__ import annotations
 
+from .errors import SslZooError
+
 import math
 import os
 
@@ -46,8 +48,10 @@ COLLECTIVE_TIMEOUT_ENV = "SSL_ZOO_COLLECTIVE_TIMEOUT"
 DEFAULT_COLLECTIVE_TIMEOUT_S = 1800.0
 
 
-class CollectiveTimeoutError(RuntimeError):
+class CollectiveTimeoutError(SslZooError, RuntimeError):
     """Another process did not join a collective operation within the collective timeout."""
+
+    exit_code = 1  # the run diverged or a peer stalled: not a wrong argument (docs/troubleshooting.md)
 
 
 def collective_timeout_seconds(value: float | None = None) -> float:

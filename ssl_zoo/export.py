@@ -1,6 +1,8 @@
 """Exported encoders: ``model.safetensors`` (timm key layout) + ``config.json`` (a superset of timm's)."""
 from __future__ import annotations
 
+from .errors import SslZooError, UserInputError
+
 import json
 import math
 import os
@@ -39,8 +41,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-class NonFiniteWeightsError(ValueError):
+class NonFiniteWeightsError(SslZooError, ValueError):
     """Parameters or buffers hold NaN/inf: the model diverged, and such weights are never exported or pushed."""
+
+    exit_code = 1  # the run diverged or a peer stalled: not a wrong argument (docs/troubleshooting.md)
 
 
 def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
@@ -160,8 +164,16 @@ def read_encoder_config(path: str | os.PathLike) -> dict[str, Any]:
     if not p.is_file():
         raise FileNotFoundError(f"No {CONFIG_NAME} at {p}: an exported ssl_zoo/timm model folder holds "
                                 f"{WEIGHTS_NAME} and {CONFIG_NAME}.")
-    with open(p) as fh:
-        return json.load(fh)
+    try:
+        with open(p) as fh:
+            config = json.load(fh)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserInputError(f"{p} is not valid JSON ({exc}): an ssl_zoo/timm {CONFIG_NAME} is a JSON object with "
+                             f"'architecture' and 'pretrained_cfg'. Export the model again.") from None
+    if not isinstance(config, dict) or "architecture" not in config:
+        raise UserInputError(f"{p} has no 'architecture': it is not an ssl_zoo/timm {CONFIG_NAME}. Export the "
+                             f"model again.")
+    return config
 
 
 __all__ = ["save_encoder", "read_encoder_config", "timm_pretrained_cfg", "atomic_write_bytes", "WEIGHTS_NAME", "CONFIG_NAME",

@@ -14,6 +14,8 @@ passing ``endpoint=`` works after import.
 """
 from __future__ import annotations
 
+from .errors import SslZooError
+
 import argparse
 import fnmatch
 import hashlib
@@ -51,7 +53,7 @@ _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 # -- errors -------------------------------------------------------------------
 
-class WeightsError(RuntimeError):
+class WeightsError(SslZooError, RuntimeError):
     """Base class of every pretrained-weights error ssl_zoo raises."""
 
 
@@ -115,8 +117,8 @@ def verify_sha256(path: str | os.PathLike, expected: str, what: str = "weights")
     if actual.lower() != expected.lower().strip():
         raise ChecksumMismatchError(
             f"Checksum mismatch for {what} at {path}: sha256 is {actual}, the recipe records {expected}. "
-            f"The file is corrupt or was replaced upstream. Delete it (or pass force_download) and download "
-            f"again; if the new upload is intended, update the recipe's weights.sha256.")
+            f"The file is corrupt or was replaced upstream. Delete that file and load again (it is downloaded "
+            f"anew); if the new upload is intended, update the recipe's weights.sha256.")
 
 
 def find_model_dir(path: str | os.PathLike) -> Path:
@@ -263,8 +265,9 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None, *, en
         why = ("HF_HUB_OFFLINE is set" if _offline() else f"the Hub at {host} could not be reached")
         raise WeightsOfflineError(
             f"Cannot get {filename} of {where}: {why} and the file is not in the cache {cache}. Download it "
-            f"once with network access (the cache then serves it offline), or pass checkpoint='path/to/"
-            f"{filename}'.") from exc
+            f"once with network access (the cache then serves it offline), or copy the repo's {WEIGHTS_NAME} and "
+            f"{CONFIG_NAME} into a folder and load that folder (`ssl-zoo eval --model FOLDER`, "
+            f"timm.create_model('local-dir:FOLDER', pretrained=True)).") from exc
     except EntryNotFoundError as exc:
         raise WeightsNotFoundError(f"Hub repo {where} at {host} has no file {filename!r}. An ssl_zoo model repo "
                                    f"holds {WEIGHTS_NAME}, {CONFIG_NAME} and {CARD_NAME}.") from exc
@@ -848,8 +851,16 @@ def run_push(args: argparse.Namespace) -> int:
                            endpoint=args.endpoint, commit_message=args.message,
                            include_training_state=args.include_training_state)
     except (WeightsError, ValueError, OSError) as exc:
-        print(f"ssl-zoo push: {_scrub(str(exc), token)}", file=sys.stderr)
-        return 1
+        print(f"error: ssl-zoo push: {' '.join(_scrub(str(exc), token).split())}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # httpx transport errors (unreachable host) are not OSErrors
+        network = ("httpx", "httpcore", "huggingface_hub", "requests", "urllib3")
+        if not any(cls.__module__.startswith(network) for cls in type(exc).__mro__):
+            raise
+        print(f"error: ssl-zoo push: cannot reach the Hub ({type(exc).__name__}: "
+              f"{' '.join(_scrub(str(exc), token).split())}). Check --endpoint / HF_ENDPOINT and the network.",
+              file=sys.stderr)
+        return 2
     weights = find_model_dir(args.run_dir) / WEIGHTS_NAME
     print(f"Pushed {args.run_dir} to {args.repo}: {info.commit_url}")
     print(f"commit {info.oid}")

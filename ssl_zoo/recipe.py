@@ -7,6 +7,8 @@ weights live* (Hub repo, file, checksum, license, paper). Factories in
 """
 from __future__ import annotations
 
+from .errors import SslZooError
+
 import dataclasses
 import difflib
 import fnmatch
@@ -18,6 +20,14 @@ from typing import Any, Callable, Iterable, Mapping
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _require(ok: bool, message: str) -> None:
+    """Recipe fields are checked where they are defined, so every override is checked too."""
+    if not ok:
+        from .errors import UserInputError  # local: recipe.py stays importable on its own
+
+        raise UserInputError(f"{message}.")
 
 
 def _canonical(value: Any) -> Any:
@@ -62,6 +72,16 @@ class AugmentCfg:
     # ImageNet protocol (256 -> 224); 1.0 evaluates the whole image (the CIFAR protocol).
     eval_crop_pct: float = 0.875
 
+    def __post_init__(self) -> None:
+        _require(isinstance(self.image_size, int) and self.image_size >= 8,
+                 f"image_size must be an integer >= 8, got {self.image_size!r}")
+        lo, hi = self.crop_scale
+        _require(0 < lo <= hi <= 1, f"crop_scale must satisfy 0 < min <= max <= 1, got {self.crop_scale!r}")
+        for name in ("color_jitter_p", "grayscale_p", "blur_p", "hflip_p"):
+            value = getattr(self, name)
+            _require(0 <= value <= 1, f"{name} is a probability in [0, 1], got {value!r}")
+        _require(0 < self.eval_crop_pct <= 1, f"eval_crop_pct must be in (0, 1], got {self.eval_crop_pct!r}")
+
 
 @dataclass(frozen=True)
 class TrainCfg:
@@ -87,6 +107,17 @@ class TrainCfg:
     decay_norm_and_bias: bool = True
     # One BatchNorm group over every process (official SimSiam converts its model to SyncBatchNorm).
     sync_bn: bool = False
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs!r} (0 would export an untrained encoder)")
+        _require(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size!r}")
+        _require(self.base_lr > 0, f"base_lr must be > 0, got {self.base_lr!r}")
+        _require(self.lr_batch_denom >= 1, f"lr_batch_denom must be >= 1, got {self.lr_batch_denom!r}")
+        _require(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        _require(0 <= self.sgd_momentum < 1, f"sgd_momentum must be in [0, 1), got {self.sgd_momentum!r}")
+        _require(self.warmup_epochs >= 0, f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
+        _require(self.min_lr >= 0, f"min_lr must be >= 0, got {self.min_lr!r}")
+        _require(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers!r}")
 
 
 @dataclass(frozen=True)
@@ -350,7 +381,7 @@ def _suggest(name: str, candidates: Iterable[str]) -> str:
     return f" Did you mean {' or '.join(close)}?" if close else ""
 
 
-class UnknownRecipeError(KeyError):
+class UnknownRecipeError(SslZooError, KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
 

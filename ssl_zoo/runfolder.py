@@ -12,6 +12,8 @@
 """
 from __future__ import annotations
 
+from .errors import SslZooError
+
 import contextlib
 import contextvars
 import functools
@@ -31,7 +33,7 @@ RUN_FILES: tuple[str, ...] = (CHECKPOINT_NAME, WEIGHTS_NAME, CONFIG_NAME, LOG_NA
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(SslZooError, RuntimeError):
     """The output folder holds another run, is used by another process, or cannot be used."""
 
 

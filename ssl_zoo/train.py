@@ -26,6 +26,8 @@ process out (``ssl_zoo.runfolder``).
 """
 from __future__ import annotations
 
+from .errors import SslZooError
+
 import argparse
 import ast
 import contextlib
@@ -42,6 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .errors import UserInputError
 from .checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_checkpoint, resolve_checkpoint_path,
                          restore_rng_state, save_checkpoint)
 from .distributed import CollectiveTimeoutError, collective_timeout_seconds, is_collective_timeout
@@ -55,8 +58,10 @@ OPTIMIZERS = ("sgd", "adamw", "adam")
 SCHEDULES = ("cosine", "constant")
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(SslZooError, RuntimeError):
     """The loss became NaN/inf; the last good checkpoint on disk is kept."""
+
+    exit_code = 1  # the run diverged or a peer stalled: not a wrong argument (docs/troubleshooting.md)
 
 
 # -- recipe and hyperparameters ------------------------------------------------------------------
@@ -236,6 +241,31 @@ class EpochShardSampler(Sampler[int]):
         return max(0, min(self.num_batches, self.batches_per_epoch()) - self.skip_batches) * self.batch_size
 
 
+def open_train_dataset(recipe: Recipe, data: str | None, on_error: str = "raise") -> Dataset:
+    """The recipe's training split without a transform (checks the folder layout; cheap)."""
+    from .data import create_dataset
+
+    return create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=None, on_error=on_error)
+
+
+def check_trackers(log_with: str | Sequence[str] | None) -> None:
+    """``--log-with`` names trackers whose packages are installed (the ssl_zoo extras install them)."""
+    from accelerate.utils import imports
+
+    names = [log_with] if isinstance(log_with, str) else list(log_with or [])
+    for name in names:
+        if name == "all":
+            continue
+        check = getattr(imports, f"is_{name}_available", None)
+        if check is None:
+            raise UserInputError(f"--log-with {name!r} is not a tracker Accelerate knows; use tensorboard, wandb, "
+                                 f"mlflow, comet_ml, aim, clearml or dvclive.")
+        if not check():
+            extra = f"'ssl_zoo[{name}]'" if name in ("tensorboard", "wandb") else name
+            raise UserInputError(f"--log-with {name}: the {name} package is not installed. Install it "
+                                 f"(pip install {extra}) or drop --log-with.")
+
+
 def build_dataset(recipe: Recipe, view_names: Sequence[str], data: str | None,
                   on_error: str = "raise") -> Dataset:
     """The recipe's training set, each item ``([view_1, ..., view_n], label)``.
@@ -337,6 +367,24 @@ def _collective_timeout_error(accelerator, timeout_s: float, ckpt_path: Path) ->
         f"with --resume). If steps can legitimately take longer, raise --collective-timeout.")
 
 
+def _run_warnings(recipe: Recipe, method: nn.Module, num_images: int, steps_per_epoch: int,
+                  accelerator) -> list[str]:
+    """Settings that run but rarely do what the user wants: said once on the console, never silently."""
+    notes = []
+    if steps_per_epoch < 4:
+        notes.append(f"the training set ({num_images} images) gives only {steps_per_epoch} optimiser step(s) per "
+                     f"epoch at global batch {recipe.train.batch_size}; lower --batch-size for a real run.")
+    warmup_steps = recipe.train.warmup_epochs * steps_per_epoch
+    if warmup_steps >= recipe.train.epochs * steps_per_epoch > 0:
+        notes.append(f"warm-up ({recipe.train.warmup_epochs:g} epochs) covers the whole run "
+                     f"({recipe.train.epochs} epochs): the lr never reaches its peak or decays.")
+    if accelerator.device.type == "cpu" and accelerator.mixed_precision == "bf16":
+        notes.append("bf16 on CPU: most CPUs emulate it (often slower than fp32) and it lowers precision; "
+                     "use --mixed-precision no unless your CPU has native bf16.")
+    notes += method.dataset_warnings(num_images) if hasattr(method, "dataset_warnings") else []
+    return notes
+
+
 def _length_given(epochs: int | None, overrides: Mapping[str, Any] | None) -> bool:
     """Whether the caller chose the number of epochs (``--epochs`` or ``--set epochs=N``)."""
     kw = dict(overrides or {})
@@ -406,12 +454,18 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
         raise ValueError(f"grad_accum must be >= 1, got {grad_accum}.")
     if max_steps is not None and max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}.")
+    if log_every < 1:
+        raise UserInputError(f"--log-every must be >= 1 (optimiser steps between log lines), got {log_every}.")
+    check_trackers(log_with)
     out_dir = Path(output) if output is not None else Path("runs") / recipe.name
     ckpt_path = out_dir / CHECKPOINT_NAME
     # The embedded digits need no folder: a folder given to a digits recipe is a user's own images.
     folder_for_digits = data is not None and recipe.dataset == "digits" and dataset is None
     if folder_for_digits:
         recipe = recipe.with_overrides(dataset="imagefolder")
+    # Local things first: a missing or malformed dataset folder fails before any download (timm init
+    # weights) and before any stage runs. Views are attached once the method says which it needs.
+    train_set = dataset if dataset is not None else open_train_dataset(recipe, data, on_error)
     if method is None:
         # Stages a method needs before training (synth: decoder pre-training), each resumable.
         from .methods import get_method_class
@@ -468,7 +522,9 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
 
     lr_value = scaled_lr(recipe.train.base_lr, global_batch, recipe.train.lr_batch_denom)
 
-    train_set = dataset if dataset is not None else build_dataset(recipe, method.view_names, data, on_error)
+    if dataset is None:
+        from .transforms import build_multiview_transform
+        train_set.transform = build_multiview_transform(method.view_names, recipe.augment)
     sampler = EpochShardSampler(len(train_set), per_process_batch, seed, world, accelerator.process_index)
     steps_per_epoch = sampler.batches_per_epoch() // grad_accum
     # Whole accumulation cycles only: left-over micro-batches would leak gradients into the next epoch.
@@ -477,6 +533,8 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
         raise ValueError(f"The training set has {len(train_set)} images, fewer than one optimiser step needs "
                          f"(global batch {global_batch} = {per_process_batch} x {world} processes x grad_accum "
                          f"{grad_accum}). Lower --batch-size.")
+    for note in _run_warnings(recipe, method, len(train_set), steps_per_epoch, accelerator):
+        log(f"warning: {note}")
     total_steps = recipe.train.epochs * steps_per_epoch
     if max_steps is not None:
         total_steps = min(total_steps, max_steps)
@@ -703,8 +761,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from .data import UnreadableImageError
-
     try:
         overrides = parse_overrides(args.overrides)
         result = train(args.recipe, data=args.data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -713,14 +769,19 @@ def run_cli(args: argparse.Namespace) -> int:
                        max_steps=args.max_steps, log_with=args.log_with, overrides=overrides,
                        log_every=args.log_every, on_error=args.on_error, overwrite=args.overwrite,
                        collective_timeout=args.collective_timeout)
-    except (NonFiniteLossError, NonFiniteWeightsError, CollectiveTimeoutError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    # layout errors are FileNotFoundError; RunFolderError: the folder holds another run or is in use
-    except (ValueError, TypeError, KeyError, FileNotFoundError, UnreadableImageError, RunFolderError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except SslZooError as exc:  # divergence / stalled peer exit 1, every other user error 2
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    # timm's unknown model_args (TypeError), --output under a file or read-only (OSError)
+    except (ValueError, TypeError, KeyError, OSError) as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     return 3 if result["interrupted"] else 0
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's message on one line (some libraries put newlines in theirs)."""
+    return " ".join(str(exc).split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

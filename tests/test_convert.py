@@ -189,5 +189,5 @@ def test_cli(tv_resnet, tmp_path, capsys):
                                       "--model-args", json.dumps(ARGS), "--out", str(out)])) == 0
     assert "512-d features" in capsys.readouterr().out
     assert json.loads((out / "config.json").read_text())["ssl_zoo"]["imported"]["epoch"] == 400
-    assert run_cli(parser.parse_args([str(tmp_path / "missing.pth"), "--source", "solo", "--out", str(out)])) == 1
+    assert run_cli(parser.parse_args([str(tmp_path / "missing.pth"), "--source", "solo", "--out", str(out)])) == 2
     assert "does not exist" in capsys.readouterr().err

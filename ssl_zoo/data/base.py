@@ -1,6 +1,8 @@
 """The dataset type every loader returns, image decoding to RGB, layout errors and label fractions."""
 from __future__ import annotations
 
+from ..errors import SslZooError
+
 import copy
 import math
 import os
@@ -20,11 +22,11 @@ ON_ERROR_CHOICES = ("raise", "skip")
 MAX_CONSECUTIVE_SKIPS = 64
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(SslZooError, FileNotFoundError):
     """The files under ``root`` are missing or do not match the dataset's published layout."""
 
 
-class UnreadableImageError(OSError):
+class UnreadableImageError(SslZooError, OSError):
     """An image file could not be decoded (corrupt, truncated, not an image)."""
 
 

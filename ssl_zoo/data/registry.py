@@ -1,6 +1,8 @@
 """Dataset registry: name -> builder, the splits it has and the folder layout it expects."""
 from __future__ import annotations
 
+from ..errors import SslZooError
+
 import difflib
 import os
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ class DatasetInfo:
 _REGISTRY: dict[str, DatasetInfo] = {}
 
 
-class UnknownDatasetError(KeyError):
+class UnknownDatasetError(SslZooError, KeyError):
     """A dataset name that is not registered (the message suggests close names)."""
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
@@ -49,7 +51,9 @@ def get_dataset_info(name: str) -> DatasetInfo:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
+        # a short name inside a registered one ("cars" -> stanford_cars) first, then spelling neighbours
+        inside = [n for n in sorted(_REGISTRY) if name and name.lower() in n]
+        close = list(dict.fromkeys(inside + difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)))[:3]
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
         raise UnknownDatasetError(f"Unknown dataset {name!r}.{hint} Known datasets: {', '.join(list_datasets())} "
                        f"(`ssl-zoo datasets` shows each layout).") from None

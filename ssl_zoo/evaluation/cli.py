@@ -142,12 +142,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when a GPU is present")
     parser.add_argument("--output", default=None, metavar="JSON", help="write the result here")
     parser.add_argument("--markdown", default=None, metavar="FILE", help="append the Markdown row to this file")
+    parser.add_argument("--skip-bad-images", dest="on_error", action="store_const", const="skip", default="raise",
+                        help="replace unreadable/truncated images (a warning names each) instead of stopping")
     knn = parser.add_argument_group("k-NN")
     knn.add_argument("--k", type=int, nargs="+", default=[20, 200], help="neighbour counts (default 20 200)")
     knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(s / T) (default 0.07)")
     lin = parser.add_argument_group("linear probe (MoCo protocol defaults)")
-    lin.add_argument("--epochs", type=int, default=100)
-    lin.add_argument("--lr", type=float, default=30.0)
+    lin.add_argument("--epochs", type=int, default=100, help="classifier training epochs (default 100)")
+    lin.add_argument("--lr", type=float, default=30.0, help="SGD learning rate (default 30, the MoCo protocol)")
     lin.add_argument("--momentum", type=float, default=0.9)
     lin.add_argument("--weight-decay", type=float, default=0.0)
     lin.add_argument("--milestones", type=int, nargs="*", default=[60, 80], help="epochs where lr is x0.1")
@@ -163,12 +165,16 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run one benchmark; the main process writes the JSON / Markdown. Returns the exit code."""
     from accelerate import Accelerator
 
-    _validate(args)
+    try:
+        _validate(args)
+    except _user_errors() as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     accelerator = Accelerator(cpu=args.cpu)
     try:
         result = run_benchmark(args, accelerator)
     except _user_errors() as exc:
-        accelerator.print(f"error: {exc}", file=sys.stderr)
+        accelerator.print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     if accelerator.is_main_process:
         row = markdown_row(result)
@@ -184,24 +190,27 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the arguments or the files (reported in one line); anything else is a bug."""
-    from ..data import DatasetLayoutError
-    from ..data.registry import UnknownDatasetError
-    from ..hub import WeightsError
+    from ..errors import SslZooError
 
-    return ValueError, FileNotFoundError, UnknownDatasetError, DatasetLayoutError, WeightsError
+    return ValueError, FileNotFoundError, SslZooError
 
 
 def _validate(args: argparse.Namespace) -> None:
+    from ..errors import UserInputError
+
     if args.batch_size < 1 or args.num_workers < 0 or args.chunk_size < 1:
-        raise SystemExit("error: --batch-size and --chunk-size must be >= 1 and --num-workers >= 0.")
+        raise UserInputError("--batch-size and --chunk-size must be >= 1 and --num-workers >= 0.")
     if args.image_size is not None and args.image_size < 8:
-        raise SystemExit(f"error: --image-size {args.image_size} is too small (>= 8).")
+        raise UserInputError(f"--image-size {args.image_size} is too small (>= 8).")
     if not 0.0 < args.label_fraction <= 1.0:
-        raise SystemExit(f"error: --label-fraction must be in (0, 1], got {args.label_fraction}.")
+        raise UserInputError(f"--label-fraction must be in (0, 1], got {args.label_fraction}.")
     if args.label_fraction < 1.0 and args.protocol != "linear":
-        raise SystemExit("error: --label-fraction applies to the linear probe only.")
+        raise UserInputError("--label-fraction applies to the linear probe only.")
     if any(k < 1 for k in args.k):
-        raise SystemExit(f"error: --k values must be >= 1, got {args.k}.")
+        raise UserInputError(f"--k values must be >= 1, got {args.k}.")
+    if args.protocol == "knn" and args.train_split == args.test_split:
+        raise UserInputError(f"k-NN with --train-split = --test-split = {args.train_split!r} lets every image find "
+                             f"itself (near 100% top-1). Use a held-out --test-split.")
 
 
 def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[str, Any]:
@@ -229,7 +238,7 @@ def _dataset(args: argparse.Namespace, split: str, transform: Callable, label_fr
     from ..data import create_dataset
 
     return create_dataset(args.dataset, args.data, split=split, transform=transform, label_fraction=label_fraction,
-                          seed=args.seed)
+                          seed=args.seed, on_error=getattr(args, "on_error", "raise"))
 
 
 def _run_knn(args, encoder, image_size, accelerator):
@@ -239,6 +248,10 @@ def _run_knn(args, encoder, image_size, accelerator):
     transform = eval_transform(encoder, image_size)
     train = _dataset(args, args.train_split, transform)
     test = _dataset(args, args.test_split, transform)
+    if max(args.k) > len(train):
+        from ..errors import UserInputError
+        raise UserInputError(f"--k {max(args.k)} is larger than the k-NN bank ({len(train)} images of split "
+                             f"{args.train_split!r}). Use k <= {len(train)}.")
     per_process = _per_process_batch(args.batch_size, accelerator)
     train_f, train_l = extract_features(encoder, train, per_process, args.num_workers, accelerator=accelerator)
     test_f, test_l = extract_features(encoder, test, per_process, args.num_workers, accelerator=accelerator)

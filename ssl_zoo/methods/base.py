@@ -37,6 +37,10 @@ class SSLMethod(nn.Module):
         """
         return recipe, None
 
+    def dataset_warnings(self, num_images: int) -> list[str]:
+        """Settings of this method that make little sense for a training set of ``num_images`` images."""
+        return []
+
     @property
     def num_features(self) -> int:
         return int(self.encoder.num_features)

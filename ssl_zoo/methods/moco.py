@@ -73,6 +73,14 @@ class MomentumQueueMixin:
 
     def _init_momentum_queue(self, projector: nn.Module, dim: int, queue_size: int, momentum: float,
                              shuffle_bn: bool, bn_group_size: int | None) -> None:
+        from ..errors import UserInputError
+
+        if queue_size < 1:
+            raise UserInputError(f"queue_size must be >= 1, got {queue_size}.")
+        if not 0.0 <= momentum <= 1.0:
+            raise UserInputError(f"momentum (of the key encoder) must be in [0, 1], got {momentum}; MoCo uses 0.99-0.999.")
+        if bn_group_size is not None and bn_group_size < 1:
+            raise UserInputError(f"bn_group_size must be >= 1 or None, got {bn_group_size}.")
         # Split BatchNorm first, so the momentum copy has the same groups as the query encoder.
         self.encoder = convert_split_batchnorm(self.encoder, bn_group_size)
         self.projector = projector
@@ -114,6 +122,13 @@ class MomentumQueueMixin:
             return y_all[torch.argsort(perm)].view(world_size(), local, -1)[rank()]
 
         return x_all[mine], unshuffle
+
+    def dataset_warnings(self, num_images: int) -> list[str]:
+        size = self.queue.shape[0]
+        if size > num_images:
+            return [f"queue_size {size} is larger than the training set ({num_images} images): the queue holds "
+                    f"several stale keys of every image as negatives. Use a queue_size below {num_images}."]
+        return []
 
     # -- queue ------------------------------------------------------------
     def contrastive_loss(self, query: Tensor, key: Tensor, temperature: float) -> Tensor:

@@ -95,7 +95,8 @@ def _groups(channels: int) -> int:
 
 def load_decoder_weights_(decoder: nn.Module, path: str | Path) -> None:
     """Load a decoder exported by ``ssl-zoo pretrain-decoder`` (``decoder.safetensors``)."""
-    from safetensors.torch import load_file
+    from ..convert import load_upstream  # the one reader: safetensors, or a weights_only pickle
+    from ..errors import UserInputError
 
     path = Path(path)
     if path.is_dir():
@@ -103,11 +104,11 @@ def load_decoder_weights_(decoder: nn.Module, path: str | Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"Decoder weights {str(path)!r} do not exist. Run `ssl-zoo pretrain-decoder RECIPE "
                                 f"--output DIR` first and pass decoder_weights='DIR/decoder.safetensors'.")
-    state = load_file(str(path))
+    state = load_upstream(path)
     own = decoder.state_dict()
     bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
     if bad or set(state) - set(own):
-        raise ValueError(f"Decoder weights {str(path)!r} do not fit this decoder (mismatched keys/shapes: "
+        raise UserInputError(f"Decoder weights {str(path)!r} do not fit this decoder (mismatched keys/shapes: "
                          f"{(bad + sorted(set(state) - set(own)))[:5]}). Pre-train the decoder with the same recipe "
                          f"(feature size, image_size and decoder_channels).")
     decoder.load_state_dict(state)
@@ -322,6 +323,9 @@ class SynthPairs(SSLMethod):
         for key, value in parts["base_parts"].items():
             out.setdefault(key, value.detach() if torch.is_tensor(value) else value)
         return out
+
+    def dataset_warnings(self, num_images: int) -> list[str]:
+        return self.base.dataset_warnings(num_images)
 
     @torch.no_grad()
     def after_optimizer_step(self, progress: float) -> None:

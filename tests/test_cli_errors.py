@@ -1,0 +1,108 @@
+"""Every user error of the `ssl-zoo` commands: exit code 2 (1 for a diverged run) and ONE line on stderr.
+
+Table-driven (issue 11 B): each row is a command line that a user can get wrong, the exit code it must give and a
+phrase its single line must contain. The rows run in-process through `ssl_zoo.cli.main`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import ssl_zoo
+from ssl_zoo.cli import main as cli_main
+
+TINY = ["--set", "arch=test_resnet", "--set", "model_args={}", "--num-workers", "0", "--max-steps", "1"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    from ssl_zoo.export import save_encoder
+
+    root = tmp_path_factory.mktemp("bad_inputs")
+    (root / "a_file").write_text("not a folder")
+    (root / "truncated.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{")
+    (root / "run_with_garbage").mkdir()
+    (root / "run_with_garbage" / "checkpoint.pt").write_bytes(b"garbage, not a checkpoint")
+    (root / "bad_config").mkdir()
+    (root / "bad_config" / "config.json").write_text("{ not json")
+    (root / "bad_config" / "model.safetensors").write_bytes(b"")
+    recipe = ssl_zoo.get_recipe("moco_v2_r18_digits").with_overrides(arch="test_resnet", model_args={})
+    save_encoder(ssl_zoo.create_model(recipe), root / "exported", recipe)
+    return {"root": root}
+
+
+def _rows(root: Path) -> list[tuple[str, list[str], int, str]]:
+    out = str(root / "out")
+    return [
+        ("unknown architecture", ["train", "moco_v2_r18_digits", "--set", "arch=no_such_net", "--output", out],
+         2, "no_such_net"),
+        ("bad model_args", ["train", "moco_v2_r18_digits", "--set", "arch=test_resnet", "--set",
+                            "model_args={'no_such_arg': 1}", "--output", out], 2, "no_such_arg"),
+        ("convert a truncated safetensors", ["convert", str(root / "truncated.safetensors"), "--source", "timm",
+                                             "--out", out], 2, "truncated"),
+        ("resume from a garbage checkpoint", ["train", "moco_v2_r18_digits", "--resume",
+                                              "--output", str(root / "run_with_garbage"), *TINY], 2, "checkpoint"),
+        ("--output is a file", ["train", "moco_v2_r18_digits", "--output", str(root / "a_file"), *TINY],
+         2, "a_file"),
+        ("--output under a file", ["train", "moco_v2_r18_digits", "--output", str(root / "a_file" / "run"), *TINY],
+         2, "a_file"),
+        ("queue_size=0", ["train", "moco_v2_r18_digits", "--set", "queue_size=0", "--output", out, *TINY],
+         2, "queue_size"),
+        ("image_size=0", ["train", "moco_v2_r18_digits", "--set", "image_size=0", "--output", out, *TINY],
+         2, "image_size"),
+        ("--log-every 0", ["train", "moco_v2_r18_digits", "--log-every", "0", "--output", out, *TINY],
+         2, "--log-every"),
+        ("--epochs 0", ["train", "moco_v2_r18_digits", "--epochs", "0", "--output", out], 2, "epochs"),
+        ("--epochs -1", ["train", "moco_v2_r18_digits", "--epochs", "-1", "--output", out], 2, "epochs"),
+        ("momentum=2.0", ["train", "moco_v2_r18_digits", "--set", "momentum=2.0", "--output", out, *TINY],
+         2, "momentum"),
+        ("an unusable decoder file", ["train", "moco_v2_synth_r18_digits", "--set",
+                                      f"decoder_weights={root / 'truncated.safetensors'}", "--output", out, *TINY],
+         2, "truncated"),
+        ("an uninstalled tracker", ["train", "moco_v2_r18_digits", "--log-with", "no_such_tracker",
+                                    "--output", out, *TINY], 2, "no_such_tracker"),
+        ("k larger than the bank", ["eval", "knn", "--model", str(root / "exported"), "--k", "100000",
+                                    "--num-workers", "0"], 2, "--k"),
+        ("k-NN on its own bank", ["eval", "knn", "--model", str(root / "exported"), "--test-split", "train",
+                                  "--num-workers", "0"], 2, "itself"),
+        ("a model that does not exist", ["eval", "knn", "--model", str(root / "nowhere")], 2, "nowhere"),
+        ("an invalid config.json", ["eval", "knn", "--model", str(root / "bad_config"), "--num-workers", "0"],
+         2, "config.json"),
+        ("a short dataset name", ["datasets", "cars"], 2, "stanford_cars"),
+        ("push to an unreachable Hub", ["push", str(root / "exported"), "--repo", "me/model",
+                                        "--endpoint", "http://127.0.0.1:9"], 2, "push"),
+    ]
+
+
+def test_every_user_error_is_one_line_and_exit_2(files, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
+    failures = []
+    for name, argv, code, phrase in _rows(files["root"]):
+        if name == "push to an unreachable Hub":
+            monkeypatch.delenv("HF_HUB_OFFLINE")
+        got = cli_main(argv)
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        if got != code or len(lines) != 1 or phrase not in lines[0] or "Traceback" in err:
+            failures.append(f"{name}: exit {got} (want {code}), stderr {err[-600:]!r}")
+        if "weights_only=False" in err:
+            failures.append(f"{name}: suggests weights_only=False")
+    assert not failures, "\n".join(failures)
+
+
+def test_disk_full_while_checkpointing_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from ssl_zoo import checkpoint
+    from ssl_zoo.errors import CheckpointError
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", full)
+    with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoint"):
+        checkpoint.save_checkpoint(tmp_path / "checkpoint.pt", {"w": torch.ones(1)})
+    assert CheckpointError.exit_code == 2
