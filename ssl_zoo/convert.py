@@ -234,7 +234,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-args", default=None, type=json.loads, metavar="JSON",
                         help='extra timm.create_model arguments as JSON, e.g. \'{"layers": [1, 1, 1, 1]}\'')
     parser.add_argument("--method", default=None, help="method name recorded in config.json when no --recipe")
-    parser.add_argument("--out", required=True, help="output folder (model.safetensors + config.json)")
+    parser.add_argument("--output", "--out", dest="out", required=True,
+                        help="output folder (model.safetensors + config.json)")
 
 
 def run_cli(args: argparse.Namespace) -> int:

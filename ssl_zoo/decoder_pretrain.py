@@ -161,7 +161,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="continue from OUTPUT/checkpoint.pt, or from PATH")
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--num-workers", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the decoder init and data order (default 0)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override, e.g. --set init=None --set image_size=64")
 

@@ -75,7 +75,7 @@ def run_demo(epochs: int | None = None, output: str | Path = "runs/demo", seed: 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the recipe's epochs")
     parser.add_argument("--output", default="runs/demo", help="run folder (weights, checkpoint, log)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training and evaluation seed (default 0)")
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps (smoke test)")

@@ -733,7 +733,8 @@ def _recipe_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe name (see `ssl-zoo list`)")
     parser.add_argument("--data", default=None, help="dataset folder (a digits recipe reads it as imagefolder)")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs (default: the recipe's); with --resume, a larger value extends the run")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="GLOBAL batch size over all processes and accumulation steps (default: the recipe's); "
                              "each process takes batch / (processes x grad_accum) images per step")
@@ -745,8 +746,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in --output (deletes its checkpoint, log and export first)")
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None)
-    parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grad-accum", type=int, default=1,
+                        help="micro-steps per optimiser step; the global --batch-size is split over them (default 1)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the initial weights, data order, augmentations and shuffle-BN (default 0)")
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
     parser.add_argument("--log-with", default=None, help="Accelerate tracker: tensorboard, wandb, ... (or all)")

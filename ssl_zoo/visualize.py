@@ -122,6 +122,13 @@ def load_for_pictures(path: str | Path, recipe: str | Recipe | None = None) -> t
                 _load_prefixed(method.encoder, state, "encoder.")
                 _load_prefixed(method.decoder, state, "decoder.")
             method.eval()
+            args = rec.method_args
+            if not args.get("decoder_weights") and int(args.get("decoder_pretrain_epochs", 1)) == 0:
+                import warnings
+                warnings.warn(f"{path}: this run's decoder was never pre-trained (decoder_pretrain_epochs=0) and "
+                              f"learned only through L_rec in {ckpt.get('step', 0)} step(s): the D(h) columns show "
+                              f"an untrained decoder. The paper pre-trains it for 200 epochs.", RuntimeWarning,
+                              stacklevel=2)
             return rec, method.encoder, method
         from .factory import create_backbone
         encoder = create_backbone(rec)
@@ -198,10 +205,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", default=None, help="recipe name (default: the one recorded in the folder)")
     parser.add_argument("--data", default=None, help="dataset folder (default: the embedded digits for digits recipes)")
     parser.add_argument("--dataset", default=None, help="dataset name (default: the recipe's)")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--num-images", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="grid.png", help="output PNG")
+    parser.add_argument("--split", default="train", help="dataset split the pictures come from (default train)")
+    parser.add_argument("--num-images", type=int, default=8, help="rows of the grid, one image each (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="which images and which noise (default 0)")
+    parser.add_argument("--output", "--out", dest="out", default="grid.png", help="output PNG (default grid.png)")
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -61,3 +61,12 @@ def test_grid_for_a_synth_run_and_for_an_encoder(synth_run):
     assert enc_only.size == (2 * CELL, 18 + 2 * CELL)  # original | Grad-CAM
     with pytest.raises(FileNotFoundError, match="neither a run folder"):
         visualize(synth_run / "nothing", synth_run / "x.png")
+
+
+def test_warns_when_the_decoder_was_never_pre_trained(tmp_path):
+    recipe = get_recipe("moco_v2_synth_r18_digits").with_overrides(**TINY, decoder_pretrain_epochs=0)
+    method = create_method(recipe)
+    save_checkpoint(tmp_path / "run" / "checkpoint.pt", {"model": method.state_dict(), "recipe": recipe.to_dict(),
+                                                         "step": 0})
+    with pytest.warns(RuntimeWarning, match="never pre-trained"):
+        visualize(tmp_path / "run", tmp_path / "grid.png", num_images=2)

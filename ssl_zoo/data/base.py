@@ -271,6 +271,17 @@ class ArrayImageDataset(LabelledImageDataset):
         self.images = self.images[indices]
 
 
+def stratified_split(targets: Sequence[int], test_fraction: float | None = None, seed: int = 0, *,
+                     test_size: int | None = None) -> tuple[list[int], list[int]]:
+    """Seeded class-stratified ``(keep, held_out)`` index lists (sorted); give a fraction or a size."""
+    from sklearn.model_selection import train_test_split
+
+    indices = list(range(len(targets)))
+    keep, held = train_test_split(indices, test_size=test_size if test_size is not None else test_fraction,
+                                  stratify=list(targets), random_state=seed)
+    return sorted(int(i) for i in keep), sorted(int(i) for i in held)
+
+
 def label_fraction_indices(targets: Sequence[int], fraction: float, seed: int = 0) -> list[int]:
     """Indices keeping ``fraction`` of each class (rounded, at least one image per class).
 

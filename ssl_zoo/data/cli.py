@@ -44,13 +44,20 @@ def run_cli(args: argparse.Namespace) -> int:
         return 0
     splits = [args.split] if args.split else list(info.splits)
     status = 0
+    loaded: list[str] = []
     for split in splits:
         try:
             ds = create_dataset(info.name, args.data, split=split)
         except (DatasetLayoutError, ValueError, KeyError) as exc:
+            if info.name == "imagefolder" and split != "train" and "train" in loaded and not args.split:
+                # a flat class-folder tree has only 'train': not an error, and eval can hold out a test part
+                print(f"\n[{split}] none: the class folders sit directly under the root, which is the 'train' "
+                      f"split. `ssl-zoo eval ... --holdout 0.2` holds out a seeded, stratified test part.")
+                continue
             print(f"\n[{split}] {exc}", file=sys.stderr)
             status = 1
             continue
+        loaded.append(split)
         labelled = sum(t >= 0 for t in ds.targets)
         print(f"\n[{split}] {len(ds)} images ({labelled} labelled), {len(ds.classes)} classes: "
               f"{', '.join(ds.classes[:5])}{' ...' if len(ds.classes) > 5 else ''}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import FileImageDataset, checked_file_dataset, require_base_folder, layout_error, require_dir, require_files
+from .base import (FileImageDataset, checked_file_dataset, layout_error, require_base_folder, require_dir, require_files,
+                   stratified_split)
 from .registry import register_dataset
 
 LAYOUT = """
@@ -60,13 +61,11 @@ PAPER_SUBSET_SEED = 0
 
 
 def paper_subset_indices(targets: list[int], size: int, seed: int = PAPER_SUBSET_SEED) -> list[int]:
-    """``size`` indices, stratified by class (sklearn's train_test_split), sorted; deterministic for ``seed``."""
-    from sklearn.model_selection import train_test_split
-
+    """``size`` indices, stratified by class, sorted; deterministic for ``seed``."""
     if size >= len(targets):
         return list(range(len(targets)))
-    keep, _ = train_test_split(list(range(len(targets))), train_size=size, stratify=targets, random_state=seed)
-    return sorted(int(i) for i in keep)
+    _, keep = stratified_split(targets, seed=seed, test_size=size)
+    return keep
 
 
 def build_gtsrb_paper(root: Path | None, split: str, **kwargs: Any) -> FileImageDataset:

@@ -142,6 +142,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cpu", action="store_true", help="run on CPU even when a GPU is present")
     parser.add_argument("--output", default=None, metavar="JSON", help="write the result here")
     parser.add_argument("--markdown", default=None, metavar="FILE", help="append the Markdown row to this file")
+    parser.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
+                        help="evaluate on a seeded, class-stratified FRACTION of the 'train' split held out from the "
+                             "rest (for a flat class-folder tree, which has no test split); recorded in the JSON")
     parser.add_argument("--skip-bad-images", dest="on_error", action="store_const", const="skip", default="raise",
                         help="replace unreadable/truncated images (a warning names each) instead of stopping")
     knn = parser.add_argument_group("k-NN")
@@ -208,6 +211,10 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserInputError("--label-fraction applies to the linear probe only.")
     if any(k < 1 for k in args.k):
         raise UserInputError(f"--k values must be >= 1, got {args.k}.")
+    if args.holdout is not None and not 0.0 < args.holdout < 1.0:
+        raise UserInputError(f"--holdout is a fraction in (0, 1), got {args.holdout}.")
+    if args.holdout and args.train_split == args.test_split:
+        raise UserInputError("--holdout needs different --train-split and --test-split names for its two parts.")
     if args.protocol == "knn" and args.train_split == args.test_split:
         raise UserInputError(f"k-NN with --train-split = --test-split = {args.train_split!r} lets every image find "
                              f"itself (near 100% top-1). Use a held-out --test-split.")
@@ -235,10 +242,22 @@ def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[st
 
 
 def _dataset(args: argparse.Namespace, split: str, transform: Callable, label_fraction: float = 1.0):
+    """A split of the dataset; with ``--holdout F`` the train split's seeded stratified parts instead:
+    ``--test-split`` names the held-out share F, ``--train-split`` the rest."""
     from ..data import create_dataset
+    from ..data.base import label_fraction_indices, stratified_split
 
-    return create_dataset(args.dataset, args.data, split=split, transform=transform, label_fraction=label_fraction,
-                          seed=args.seed, on_error=getattr(args, "on_error", "raise"))
+    on_error = getattr(args, "on_error", "raise")
+    holdout = getattr(args, "holdout", None)
+    if not holdout:
+        return create_dataset(args.dataset, args.data, split=split, transform=transform,
+                              label_fraction=label_fraction, seed=args.seed, on_error=on_error)
+    full = create_dataset(args.dataset, args.data, split="train", transform=transform, on_error=on_error)
+    keep, held = stratified_split(full.targets, holdout, seed=args.seed)
+    part = full.subset(held if split == args.test_split else keep)
+    if label_fraction < 1.0:
+        part = part.subset(label_fraction_indices(part.targets, label_fraction, args.seed))
+    return part
 
 
 def _run_knn(args, encoder, image_size, accelerator):
@@ -264,7 +283,8 @@ def _run_knn(args, encoder, image_size, accelerator):
                                                        chunk_size=args.chunk_size)
     settings = {"k": list(args.k), "temperature": args.temperature, "similarity": "cosine",
                 "votes": "exp(s / T)", "transform": "eval (Resize + CenterCrop)"}
-    return metrics, settings, _split_info(args.train_split, len(train), args.test_split, len(test), train)
+    return metrics, settings, _split_info(args.train_split, len(train), args.test_split, len(test), train,
+                                          holdout=args.holdout, seed=args.seed)
 
 
 def _run_retrieval(args, encoder, image_size, accelerator):
@@ -282,8 +302,10 @@ def _run_retrieval(args, encoder, image_size, accelerator):
     if accelerator.is_main_process:
         metrics = {k: 100 * v for k, v in retrieval_metrics(features, labels, chunk_size=args.chunk_size).items()}
         settings["num_queries_without_positive"] = queries_without_positive(labels)
-    return metrics, settings, {"test_split": args.test_split, "num_test": len(test),
-                               "num_classes": _classes(test)}
+    info = {"test_split": args.test_split, "num_test": len(test), "num_classes": _classes(test)}
+    if args.holdout:
+        info["holdout"] = {"fraction": args.holdout, "seed": args.seed, "from_split": "train", "stratified": True}
+    return metrics, settings, info
 
 
 def _run_linear(args, encoder, image_size, accelerator):
@@ -320,7 +342,7 @@ def _run_linear(args, encoder, image_size, accelerator):
                 "test_transform": "eval (Resize + CenterCrop)",
                 "protocol_note": CACHED_FEATURES_NOTE if args.cached_features else "MoCo linear evaluation protocol"}
     return metrics, settings, _split_info(args.train_split, len(train), args.test_split, len(test), train,
-                                          num_classes=num_classes)
+                                          num_classes=num_classes, holdout=args.holdout, seed=args.seed)
 
 
 def _per_process_batch(batch_size: int, accelerator: Accelerator) -> int:
@@ -333,9 +355,12 @@ def _classes(dataset: Any) -> int | None:
 
 
 def _split_info(train_split: str, num_train: int, test_split: str, num_test: int, train: Any,
-                num_classes: int | None = None) -> dict[str, Any]:
-    return {"train_split": train_split, "num_train": num_train, "test_split": test_split, "num_test": num_test,
+                num_classes: int | None = None, holdout: float | None = None, seed: int = 0) -> dict[str, Any]:
+    info = {"train_split": train_split, "num_train": num_train, "test_split": test_split, "num_test": num_test,
             "num_classes": num_classes if num_classes is not None else _classes(train)}
+    if holdout:
+        info["holdout"] = {"fraction": holdout, "seed": seed, "from_split": "train", "stratified": True}
+    return info
 
 
 # -------------------------------------------------------------------------------------------- output
