@@ -850,9 +850,9 @@ def run_push(args: argparse.Namespace) -> int:
         info = push_to_hub(args.run_dir, args.repo, private=args.private, revision=args.revision,
                            endpoint=args.endpoint, commit_message=args.message,
                            include_training_state=args.include_training_state)
-    except (WeightsError, ValueError, OSError) as exc:
+    except (SslZooError, ValueError, OSError) as exc:  # NaN/inf weights: exit 1 (a diverged model), else 2
         print(f"error: ssl-zoo push: {' '.join(_scrub(str(exc), token).split())}", file=sys.stderr)
-        return 2
+        return exc.exit_code if isinstance(exc, SslZooError) else 2
     except Exception as exc:  # httpx transport errors (unreachable host) are not OSErrors
         network = ("httpx", "httpcore", "huggingface_hub", "requests", "urllib3")
         if not any(cls.__module__.startswith(network) for cls in type(exc).__mro__):

@@ -235,7 +235,7 @@ def test_cli_push_private_with_training_state_never_shows_token(hub, run_dir, ca
     assert hub.file_bytes("org/cli", "training_state/checkpoint.pt") == (run_dir / "checkpoint.pt").read_bytes()
     assert all(had_token for method, path, had_token in hub.state.requests if path.startswith("/api/models/org/cli"))
     # an error path goes through the same scrubbing
-    assert cli_main(["push", str(run_dir / "missing"), "--repo", "org/cli", "--endpoint", hub.url]) == 1
+    assert cli_main(["push", str(run_dir / "missing"), "--repo", "org/cli", "--endpoint", hub.url]) == 2
     err = capsys.readouterr()
     text = out.out + out.err + err.out + err.err + caplog.text
     assert TOKEN not in text
