@@ -64,10 +64,12 @@ def eval_dataset_name(recipe: Recipe, eval_data: str | None) -> str:
 
 
 def eval_argv(protocol: EvalProtocol, run_dir: Path, dataset: str, eval_data: str | None, *, seed: int,
-              num_workers: int, epochs: int | None, batch_size: int | None) -> list[str]:
+              num_workers: int | None, epochs: int | None, batch_size: int | None) -> list[str]:
     """The ``ssl-zoo eval`` command line of one declared protocol on a run folder."""
     argv = [protocol.protocol, "--model", str(run_dir), "--dataset", dataset, "--train-split", protocol.train_split,
-            "--test-split", protocol.test_split, "--seed", str(seed), "--num-workers", str(num_workers)]
+            "--test-split", protocol.test_split, "--seed", str(seed)]
+    if num_workers is not None:
+        argv += ["--num-workers", str(num_workers)]
     if eval_data is not None:
         argv += ["--data", eval_data]
     if batch_size is not None:
@@ -205,8 +207,7 @@ def reproduce(recipe: str | Recipe, *, data: str | None = None, eval_data: str |
     from .hub import sha256_file
 
     weights_sha = sha256_file(out / "model.safetensors")
-    measured, inputs = _evaluate(recipe, out, run, weights_sha, eval_data, seed=seed,
-                                 num_workers=0 if num_workers is None else num_workers,
+    measured, inputs = _evaluate(recipe, out, run, weights_sha, eval_data, seed=seed, num_workers=num_workers,
                                  epochs=eval_epochs, batch_size=eval_batch_size)
     if stop_here("evaluate"):
         return result
@@ -323,7 +324,7 @@ def _pretraining(recipe: Recipe, out: Path, run: _Run, result: dict[str, Any], s
 
 
 def _evaluate(recipe: Recipe, out: Path, run: _Run, weights_sha: str, eval_data: str | None, *, seed: int,
-              num_workers: int, epochs: int | None, batch_size: int | None
+              num_workers: int | None, epochs: int | None, batch_size: int | None
               ) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
     """Stage 3: each declared protocol into RUN/eval/<key>.json; returns metrics and file digests by key."""
     from accelerate import Accelerator

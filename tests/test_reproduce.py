@@ -253,3 +253,20 @@ def test_recipes_declare_protocols_and_sourced_paper_numbers():
         EvalProtocol("knn", label_fraction=0.5)
     # a recipe without protocols says so in one line
     assert cli_main(["reproduce", "moco_v2_r18_digits", "--output", "/nonexistent/never"]) == 1
+
+
+def test_comparison_puts_the_papers_numbers_beside_ours():
+    from ssl_zoo.reproduce import comparison_rows, markdown_table
+
+    cub = get_recipe("moco_v2_synth_r50_cub")
+    rows = comparison_rows(cub, {"linear_100": {"top1": 61.234, "top5": 85.0, "train_loss": 1.5}})
+    by = {(r["protocol"], r["metric"]): r for r in rows}
+    assert by["linear_100", "top1"] == {"protocol": "linear_100", "metric": "top1", "ours": 61.23, "paper": 66.17,
+                                        "paper_source": "synth paper Tab. 1"}
+    assert by["linear_100", "top5"]["paper"] is None and ("linear_100", "train_loss") not in by
+    assert by["linear_50", "top1"]["ours"] is None and by["linear_50", "top1"]["paper"] == 60.84  # not measured yet
+    assert [k for k in by if k[0] == "retrieval"] == [("retrieval", "rank1"), ("retrieval", "rank5"),
+                                                       ("retrieval", "mAP")]
+    table = markdown_table(rows)
+    assert "| linear_100 | top1 | 61.23 | 66.17 | synth paper Tab. 1 |" in table
+    assert "| linear_50 | top1 | — | 60.84 | synth paper Tab. 1 |" in table
