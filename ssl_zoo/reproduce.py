@@ -257,8 +257,13 @@ def reproduce(recipe: str | Recipe, *, data: str | None = None, eval_data: str |
         return result
     from .hub import push_to_hub
 
-    info = push_to_hub(out, push, endpoint=endpoint, private=private,
-                       commit_message=f"{recipe.name}: `ssl-zoo reproduce` results")
+    try:
+        info = push_to_hub(out, push, endpoint=endpoint, private=private,
+                           commit_message=f"{recipe.name}: `ssl-zoo reproduce` results")
+    except _network_errors() as exc:  # the Hub unreachable or refusing the upload
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ReproduceError(f"Pushing {out} to {push} failed ({first_line}); every other stage is done, so the "
+                             f"same command retries only the push.") from None
     run.state["pushed"] = {"repo": push, "commit": info.oid, "url": info.commit_url}
     run.mark("push", push_inputs)
     run.record("push", "ran", f"{push} commit {info.oid}")
@@ -395,12 +400,28 @@ def run_cli(args: argparse.Namespace) -> int:
                            overrides=parse_overrides(args.overrides), seed=args.seed, num_workers=args.num_workers,
                            stop_after=args.stop_after, endpoint=args.endpoint, private=args.private)
     except (ReproduceError, NonFiniteLossError, WeightsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_scrub(str(exc))}", file=sys.stderr)
         return 1
     except (ValueError, TypeError, KeyError, FileNotFoundError, UnreadableImageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
     return 3 if result["interrupted"] else 0
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """OSError and the HTTP client's base error that huggingface_hub raises (httpx or requests, by version)."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    return (OSError, *[c for c in HfHubHTTPError.__mro__[1:] if c.__name__ in ("HTTPError", "RequestException")])
+
+
+def _scrub(text: str) -> str:
+    """The Hub token never appears in an error message."""
+    from huggingface_hub import get_token
+
+    token = get_token()
+    return text.replace(token, "***") if token else text
 
 
 __all__ = ["reproduce", "comparison_rows", "markdown_table", "eval_argv", "eval_dataset_name", "ReproduceError",

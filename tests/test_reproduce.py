@@ -170,10 +170,17 @@ def test_other_options_on_the_same_folder_are_refused(run, capsys):
 
 def test_reproduce_pushes_once(run, server, capsys):
     out = run[0]
+    # an unreachable Hub: one line, and the next invocation retries only what is left
+    n = len(events(out))
+    capsys.readouterr()
+    assert reproduce(out, "--push", "org/repro", "--endpoint", "http://127.0.0.1:9") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "org/repro failed" in err[0] and "retries only the push" in err[0]
+    assert statuses(events(out)[n:])["card"] == "ran"  # the card now names org/repro
     n = len(events(out))
     assert reproduce(out, "--push", "org/repro", "--endpoint", server.url) == 0
     first = statuses(events(out)[n:])
-    assert first["push"] == "ran" and first["card"] == "ran"  # the card now names org/repro
+    assert first["push"] == "ran" and first["card"] == "skipped" and first["pretrain"] == "skipped"
     head = server.head("org/repro")
     card = server.file_bytes("org/repro", "README.md").decode()
     assert "hf-hub:org/repro" in card and "linear_top1_20pct_labels" in card and "## Reproduction" in card
