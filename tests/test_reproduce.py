@@ -277,3 +277,16 @@ def test_comparison_puts_the_papers_numbers_beside_ours():
     table = markdown_table(rows)
     assert "| linear_100 | top1 | 61.23 | 66.17 | synth paper Tab. 1 |" in table
     assert "| linear_50 | top1 | — | 60.84 | synth paper Tab. 1 |" in table
+
+
+def test_publish_script_refuses_a_random_init_result(run, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "hub"))
+    import publish
+
+    real = json.loads((run[0] / "eval" / "retrieval.json").read_text())
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(real))
+    bad.write_text(json.dumps({**real, "model": {**real["model"], "source": "random-init"}}))
+    assert publish.load_metrics([str(good)])["retrieval_mAP"]["value"] == round(real["metrics"]["mAP"], 2)
+    with pytest.raises(SystemExit, match="randomly initialised"):
+        publish.load_metrics([str(good), str(bad)])
