@@ -703,7 +703,6 @@ def load_eval_results(paths: Iterable[str | os.PathLike], weights_sha256: str | 
         except EvalResultError as exc:
             if strict:
                 raise
-            _logger.warning("skipped %s", exc)
             print(f"note: skipped {exc}", file=sys.stderr)
     return merged
 

@@ -231,8 +231,8 @@ def reproduce(recipe: str | Recipe, *, data: str | None = None, eval_data: str |
         return result
 
     # 5: the model card (the repo it names: --push, else the zoo's ssl-zoo/RECIPE)
-    from .hub import CARD_NAME, build_model_card, load_eval_results, run_eval_result_files
     from .export import read_encoder_config
+    from .hub import CARD_NAME, EVAL_DIR, build_model_card, load_eval_results
 
     repo_id = push or f"ssl-zoo/{recipe.name}"
     card_inputs = _digest({"report": report_inputs, "repo": repo_id})
@@ -242,7 +242,8 @@ def reproduce(recipe: str | Recipe, *, data: str | None = None, eval_data: str |
         config = read_encoder_config(out)
         info = dict(config.get("ssl_zoo") or {})
         info["metrics"] = {**dict(info.get("metrics") or {}),
-                           **load_eval_results(run_eval_result_files(out), weights_sha, strict=True)}
+                           **load_eval_results([out / EVAL_DIR / f"{p.key}.json" for p in recipe.evaluation],
+                                               weights_sha, strict=True)}
         card = build_model_card({**config, "ssl_zoo": info}, repo_id, reproduction=table)
         (out / CARD_NAME).write_text(str(card))
         run.mark("card", card_inputs)
