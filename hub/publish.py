@@ -41,10 +41,18 @@ def find_entry(zoo: dict[str, Any], recipe: str) -> dict[str, Any]:
 
 def load_metrics(paths: list[str]) -> dict[str, Any]:
     """Merge metric files: a benchmark result's ``model_index`` block, or a flat ``{name: value}`` object."""
+    from ssl_zoo.hub import EvalResultError, eval_result_metrics
+
     merged: dict[str, Any] = {}
     for path in paths:
         data = json.loads(Path(path).read_text())
-        merged.update(data["model_index"] if isinstance(data, dict) and "model_index" in data else data)
+        if isinstance(data, dict) and "model_index" in data:
+            try:  # refuses a result measured on a random-init encoder
+                merged.update(eval_result_metrics(data, source=path))
+            except EvalResultError as exc:
+                raise SystemExit(f"publish: {exc}") from None
+        else:
+            merged.update(data)
     return merged
 
 

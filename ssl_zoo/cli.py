@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "eval": ("ssl_zoo.evaluation", "configure_parser", "run_cli", "evaluate an encoder: linear probe, retrieval or k-NN"),
     "pretrain-decoder": ("ssl_zoo.decoder_pretrain", "configure_parser", "run_cli", "pre-train the synth decoder with the encoder frozen"),
     "visualize": ("ssl_zoo.visualize", "configure_parser", "run_cli", "reconstruction and Grad-CAM picture grids"),
+    "reproduce": ("ssl_zoo.reproduce", "configure_parser", "run_cli",
+                  "run a recipe's paper pipeline: pre-training, its evaluation protocols, results vs paper, card, push"),
     "push": ("ssl_zoo.hub", "configure_push_parser", "run_push", "publish a run or model folder to the Hugging Face Hub"),
     "convert": ("ssl_zoo.convert", "configure_parser", "run_cli", "import an upstream checkpoint (MoCo, SimSiam, lightly, solo-learn, timm)"),
 }

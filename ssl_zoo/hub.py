@@ -47,6 +47,11 @@ _logger = logging.getLogger(__name__)
 TRAINING_STATE_PATTERNS: tuple[str, ...] = (CHECKPOINT_NAME, "log.jsonl")
 TRAINING_STATE_DIR = "training_state"
 CARD_NAME = "README.md"
+# A run folder's evaluation results (`ssl-zoo reproduce` writes one `ssl-zoo eval` JSON per protocol
+# there); `push_to_hub` puts the ones that measured the pushed weights into the model-index.
+EVAL_DIR = "eval"
+# `ssl-zoo reproduce`'s comparison with the paper (results.json records the weights it measured).
+RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 _REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
@@ -75,6 +80,10 @@ class ChecksumMismatchError(WeightsError):
 
 class CorruptWeightsError(WeightsError):
     """The file is truncated or not a readable safetensors / state-dict file."""
+
+
+class EvalResultError(WeightsError):
+    """An evaluation result that cannot be published as this model's score (random init, other weights)."""
 
 
 class ArchitectureMismatchError(WeightsError):
@@ -641,18 +650,95 @@ def _metric_items(config: Mapping[str, Any], evaluation: bool = True) -> list[di
         value = spec.get("value")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
+        if name.endswith("_before") or spec.get("source") == "random-init":
+            continue  # measured on the random initialisation (the demo's baseline): never the model's score
         lowered = name.lower()
         is_eval = bool(spec.get("task")) or any(h in lowered for h in EVAL_METRIC_HINTS)
         if is_eval != evaluation:
             continue
+        if is_eval:  # 4 significant digits: 84.4444% -> 84.44, a fraction 0.87654 -> 0.8765
+            value = float(f"{float(value):.4g}")
         task = spec.get("task") or "image-classification"
         out.append({"name": name, "value": value, "dataset": spec.get("dataset") or default_dataset,
                     "split": spec.get("split"), "task": task})
     return out
 
 
-def build_model_card(config: Mapping[str, Any], repo_id: str):
-    """A ``huggingface_hub.ModelCard`` for an exported encoder's ``config.json``."""
+def eval_result_metrics(result: Mapping[str, Any], source: str = "result",
+                        weights_sha256: str | None = None) -> dict[str, dict[str, Any]]:
+    """The model-index metrics of one ``ssl-zoo eval`` result (its ``model_index`` block).
+
+    Raises :class:`EvalResultError` when the result measured a randomly initialised encoder, or
+    other weights than ``weights_sha256`` (when the result records the sha256 it measured). Values
+    are rounded to 2 decimals; a linear probe on a share of the labels is named for it
+    (``linear_top1_20pct_labels``), so the 100/50/20% results do not overwrite each other.
+    """
+    if not isinstance(result, Mapping) or "protocol" not in result or "model_index" not in result:
+        raise EvalResultError(f"{source} is not an `ssl-zoo eval` result (no 'protocol' / 'model_index'); write one "
+                              f"with `ssl-zoo eval PROTOCOL --model RUN_DIR --output FILE`.")
+    model = dict(result.get("model") or {})
+    if model.get("source") == "random-init":
+        raise EvalResultError(f"{source} measured a randomly initialised encoder ({model.get('name')}), not trained "
+                              f"weights; evaluate the run folder instead (`ssl-zoo eval PROTOCOL --model RUN_DIR`).")
+    measured = model.get("weights_sha256")
+    if weights_sha256 and measured and measured != weights_sha256:
+        raise EvalResultError(f"{source} measured other weights (sha256 {measured[:12]}..., these are "
+                              f"{weights_sha256[:12]}...); re-run that evaluation on this run folder.")
+    fraction = float((result.get("settings") or {}).get("label_fraction", 1.0))
+    suffix = f"_{round(100 * fraction):d}pct_labels" if result["protocol"] == "linear" and fraction < 1.0 else ""
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in dict(result["model_index"]).items():
+        spec = dict(raw)
+        if not spec.get("split"):
+            raise EvalResultError(f"{source}: metric {name!r} does not name its dataset split.")
+        spec["value"] = round(float(spec["value"]), 2)
+        out[name + suffix] = spec
+    return out
+
+
+def load_eval_results(paths: Iterable[str | os.PathLike], weights_sha256: str | None = None,
+                      strict: bool = True) -> dict[str, dict[str, Any]]:
+    """Merged model-index metrics of ``ssl-zoo eval`` result files.
+
+    ``strict`` raises :class:`EvalResultError` for a result that cannot be this model's score;
+    otherwise such a file is skipped with a warning naming it and why.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise EvalResultError(f"Cannot read evaluation result {path}: {exc}") from None
+        try:
+            merged.update(eval_result_metrics(data, source=str(path), weights_sha256=weights_sha256))
+        except EvalResultError as exc:
+            if strict:
+                raise
+            print(f"note: skipped {exc}", file=sys.stderr)
+    return merged
+
+
+def run_eval_result_files(run_dir: str | os.PathLike) -> list[Path]:
+    """The evaluation results stored in a run folder (``RUN/eval/*.json``), sorted."""
+    folder = Path(run_dir) / EVAL_DIR
+    return sorted(folder.glob("*.json")) if folder.is_dir() else []
+
+
+def _reproduction_table(run_dir: Path, weights_sha256: str) -> str | None:
+    """``ssl-zoo reproduce``'s Markdown comparison with the paper, if it measured these weights."""
+    try:
+        results = json.loads((run_dir / RESULTS_JSON).read_text())
+        table = (run_dir / RESULTS_MD).read_text()
+    except (OSError, ValueError):
+        return None
+    return table if results.get("weights_sha256") == weights_sha256 else None
+
+
+def build_model_card(config: Mapping[str, Any], repo_id: str, reproduction: str | None = None):
+    """A ``huggingface_hub.ModelCard`` for an exported encoder's ``config.json``.
+
+    ``reproduction`` is a Markdown table of our results beside the paper's (``ssl-zoo reproduce``).
+    """
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     from . import __version__
@@ -712,6 +798,9 @@ def build_model_card(config: Mapping[str, Any], repo_id: str):
         lines += ["## Evaluation", "", "| metric | dataset | split | value |", "|---|---|---|---|"]
         lines += [f"| {m['name']} | {m['dataset']} | {m['split'] or ''} | {m['value']} |" for m in metrics]
         lines += [""]
+    if reproduction:
+        lines += ["## Reproduction", "", "Measured with `ssl-zoo reproduce`, beside the numbers the paper reports:",
+                  "", reproduction.strip(), ""]
     lines += ["## Training", "",
               "The full recipe (method arguments, augmentation, optimiser schedule) is in `config.json` under "
               "`ssl_zoo.recipe_config`.", ""]
@@ -783,13 +872,17 @@ def _export_module(model: nn.Module, out_dir: Path, recipe: Recipe | None = None
 def push_to_hub(run_dir_or_model: str | os.PathLike | nn.Module, repo_id: str, private: bool = False,
                 revision: str | None = None, token: str | None = None, endpoint: str | None = None,
                 commit_message: str | None = None, include_training_state: bool = False,
-                recipe: Recipe | None = None):
+                recipe: Recipe | None = None, results: Iterable[str | os.PathLike] | None = None,
+                run_results: bool = True):
     """Publish an exported encoder (a run / model folder, or an in-memory timm encoder) to a Hub repo.
 
     Uploads ``model.safetensors``, ``config.json`` and a generated model card ``README.md`` in one
     commit (and ``training_state/`` when asked); creates the repo (and branch ``revision``) if
     needed. Re-pushing changed files makes a new commit; unchanged files are skipped by the Hub.
     ``recipe`` describes an in-memory module (method, dataset, preprocessing) for its config.json.
+    ``results`` are ``ssl-zoo eval`` result files whose metrics go into the card's model-index (and
+    the uploaded config.json); one that measured a random-init encoder or other weights is refused.
+    With ``run_results`` the folder's own ``eval/*.json`` are added too, such files skipped with a note.
     Returns ``huggingface_hub.CommitInfo``. The token is sent to the Hub only, never printed.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
@@ -804,10 +897,23 @@ def push_to_hub(run_dir_or_model: str | os.PathLike | nn.Module, repo_id: str, p
             run_dir = Path(run_dir_or_model)
             model_dir = find_model_dir(run_dir)
         config = _check_exported(model_dir)
-        card = build_model_card(config, repo_id)
+        weights_sha = sha256_file(model_dir / WEIGHTS_NAME)
+        metrics: dict[str, dict[str, Any]] = {}
+        reproduction = None
+        if run_results and not isinstance(run_dir_or_model, nn.Module):
+            metrics.update(load_eval_results(run_eval_result_files(run_dir), weights_sha, strict=False))
+            reproduction = _reproduction_table(run_dir, weights_sha)
+        metrics.update(load_eval_results(results or (), weights_sha, strict=True))
+        config_file: str | bytes = str(model_dir / CONFIG_NAME)
+        if metrics:
+            info = dict(config.get("ssl_zoo") or {})
+            info["metrics"] = {**dict(info.get("metrics") or {}), **metrics}
+            config = {**config, "ssl_zoo": info}
+            config_file = (json.dumps(config, indent=2) + "\n").encode()
+        card = build_model_card(config, repo_id, reproduction=reproduction)
         operations = [
             CommitOperationAdd(WEIGHTS_NAME, str(model_dir / WEIGHTS_NAME)),
-            CommitOperationAdd(CONFIG_NAME, str(model_dir / CONFIG_NAME)),
+            CommitOperationAdd(CONFIG_NAME, config_file),
             CommitOperationAdd(CARD_NAME, str(card).encode()),
         ]
         if include_training_state:
@@ -835,6 +941,11 @@ def configure_push_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--message", default=None, help="commit message")
     parser.add_argument("--include-training-state", action="store_true",
                         help=f"also upload the run's full training state under {TRAINING_STATE_DIR}/")
+    parser.add_argument("--results", nargs="+", default=[], metavar="JSON",
+                        help=f"`ssl-zoo eval --output` files to put in the card's model-index (RUN_DIR/{EVAL_DIR}/*.json "
+                             f"are added too); a result of a random-init encoder or of other weights is refused")
+    parser.add_argument("--no-run-results", dest="run_results", action="store_false",
+                        help=f"do not add the run folder's own {EVAL_DIR}/*.json results")
 
 
 def _scrub(text: str, token: str | None) -> str:
@@ -849,7 +960,8 @@ def run_push(args: argparse.Namespace) -> int:
     try:
         info = push_to_hub(args.run_dir, args.repo, private=args.private, revision=args.revision,
                            endpoint=args.endpoint, commit_message=args.message,
-                           include_training_state=args.include_training_state)
+                           include_training_state=args.include_training_state, results=args.results,
+                           run_results=args.run_results)
     except (SslZooError, ValueError, OSError) as exc:  # NaN/inf weights: exit 1 (a diverged model), else 2
         print(f"error: ssl-zoo push: {' '.join(_scrub(str(exc), token).split())}", file=sys.stderr)
         return exc.exit_code if isinstance(exc, SslZooError) else 2
@@ -876,6 +988,7 @@ __all__ = [
     "parse_repo_spec", "sha256_file", "file_digests", "verify_sha256", "verify_checksums", "find_model_dir",
     "read_state_dict", "head_prefixes", "load_state_dict_strict", "hub_download", "url_cache_folder",
     "url_download", "url_weights", "resolve_weights", "load_classifier", "load_pretrained",
-    "create_model_from_hub", "build_model_card", "training_state_files", "push_to_hub",
+    "create_model_from_hub", "build_model_card", "training_state_files", "push_to_hub", "EvalResultError",
+    "eval_result_metrics", "load_eval_results", "run_eval_result_files", "EVAL_DIR",
     "configure_push_parser", "run_push",
 ]

@@ -160,6 +160,59 @@ class WeightsCfg:
         return bool(self.hf_hub_id or self.url or self.file)
 
 
+EVAL_PROTOCOLS = ("linear", "retrieval", "knn")
+
+
+@dataclass(frozen=True)
+class EvalProtocol:
+    """One evaluation protocol of a recipe's paper pipeline (``ssl-zoo reproduce``).
+
+    ``protocol`` is an ``ssl-zoo eval`` protocol. ``label_fraction`` and ``epochs`` apply to the
+    linear probe (the share of each class's train images with labels; 100 epochs is the MoCo
+    protocol), ``k`` to k-NN. ``options`` sets any other ``ssl-zoo eval`` option by its argument
+    name (``{"lr": 30.0, "cached_features": True}``).
+    """
+
+    protocol: str
+    label_fraction: float = 1.0
+    epochs: int = 100
+    k: tuple[int, ...] = (20, 200)
+    train_split: str = "train"
+    test_split: str = "test"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.protocol not in EVAL_PROTOCOLS:
+            raise ValueError(f"EvalProtocol: unknown protocol {self.protocol!r}; use one of {', '.join(EVAL_PROTOCOLS)}.")
+        if not 0.0 < self.label_fraction <= 1.0:
+            raise ValueError(f"EvalProtocol: label_fraction must be in (0, 1], got {self.label_fraction}.")
+        if self.label_fraction < 1.0 and self.protocol != "linear":
+            raise ValueError("EvalProtocol: label_fraction applies to the linear probe only.")
+        object.__setattr__(self, "k", tuple(self.k))
+        object.__setattr__(self, "options", _canonical(dict(self.options)))
+
+    @property
+    def key(self) -> str:
+        """A stable name: ``linear_100``, ``linear_20``, ``retrieval``, ``knn``."""
+        if self.protocol == "linear":
+            return f"linear_{round(100 * self.label_fraction):d}"
+        return self.protocol
+
+
+@dataclass(frozen=True)
+class PaperResult:
+    """A number the paper reports for this recipe, in percent, with the table it comes from.
+
+    ``protocol`` is an ``EvalProtocol.key`` of the recipe; ``metric`` is the name ``ssl-zoo eval``
+    writes (``top1``, ``rank1``, ``rank5``, ``mAP``, ``top1_k20``).
+    """
+
+    protocol: str
+    metric: str
+    value: float
+    source: str
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str
@@ -173,9 +226,22 @@ class Recipe:
     train: TrainCfg = field(default_factory=TrainCfg)
     weights: WeightsCfg = field(default_factory=WeightsCfg)
     description: str = ""
+    # The paper's evaluation protocols for this recipe's dataset and the numbers it reports
+    # (``ssl-zoo reproduce`` runs the first and puts the second beside its own results).
+    evaluation: tuple[EvalProtocol, ...] = ()
+    paper_results: tuple[PaperResult, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "method_args", _canonical(dict(self.method_args)))
+        object.__setattr__(self, "evaluation", tuple(self.evaluation))
+        object.__setattr__(self, "paper_results", tuple(self.paper_results))
+        keys = [p.key for p in self.evaluation]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"Recipe {self.name!r} declares an evaluation protocol twice: {keys}.")
+        for r in self.paper_results:
+            if r.protocol not in keys:
+                raise ValueError(f"Recipe {self.name!r}: paper result {r.protocol}/{r.metric} ({r.source}) names no "
+                                 f"declared evaluation protocol; declared: {', '.join(keys) or 'none'}.")
 
     # -- derived views ------------------------------------------------------
     @property
@@ -211,6 +277,9 @@ class Recipe:
         for key, sec_cls in sections.items():
             if key in kwargs and isinstance(kwargs[key], Mapping):
                 kwargs[key] = _build(sec_cls, kwargs[key])
+        for key, item_cls in (("evaluation", EvalProtocol), ("paper_results", PaperResult)):
+            if key in kwargs:
+                kwargs[key] = tuple(_build(item_cls, v) if isinstance(v, Mapping) else v for v in kwargs[key])
         return _build(cls, kwargs)
 
     def with_overrides(self, **overrides: Any) -> "Recipe":

@@ -14,14 +14,28 @@ queue 65536 (ImageNet), the 128-d 2-layer MLP head, the cosine schedule, BatchNo
 given: we use exactly the moco_v2_r18_* settings (the official MoCo CIFAR-10 demo's: lr 0.06 at
 batch 512, wd 5e-4, K 4096, m 0.99, T 0.1, BN groups of 64, CIFAR ResNet-18, no blur), so the two
 methods compare like for like (docs/methods.md lists these reconstructions as ours).
+Evaluation (``ssl-zoo reproduce``): the paper reports linear evaluation (top-1, all labels) only;
+ImageNet is tested on its val split (Tab. 6's centre-crop column is the MoCo protocol's test view).
 """
-from ..recipe import AugmentCfg, Recipe, TrainCfg, WeightsCfg, register_recipe
+from ..recipe import AugmentCfg, EvalProtocol, PaperResult, Recipe, TrainCfg, WeightsCfg, register_recipe
 from .moco import (CIFAR_AUGMENT, DIGITS_AUGMENT, DIGITS_MOCO_ARGS, DIGITS_TRAIN, MOCO_ARGS, R18, R18_CIFAR, R50,
                    SMALL_IMAGE_MOCO_ARGS, SMALL_IMAGE_TRAIN, STL10_AUGMENT)
 
 LEOCLR_PAPER = "arXiv:2403.06813"
 # LeOCLR keeps MoCo v2's head, queue (K=65536), temperature (0.2) and momentum (0.999).
 LEOCLR_ARGS = dict(MOCO_ARGS)
+
+LINEAR = (EvalProtocol("linear"),)
+LINEAR_IN1K = (EvalProtocol("linear", test_split="val"),)
+
+
+def _linear_top1(value: float, table: str) -> tuple[PaperResult, ...]:
+    return (PaperResult("linear_100", "top1", value, f"LeOCLR paper {table}"),)
+
+
+PAPER_TOP1 = {"leoclr_r50_in1k": _linear_top1(71.7, "Tab. 6 (centre crop)"),
+              "leoclr_r50_in1k_800ep": _linear_top1(76.2, "Tab. 1"),
+              "leoclr_r18_stl10": _linear_top1(85.20, "Tab. 5"), "leoclr_r18_cifar10": _linear_top1(79.59, "Tab. 5")}
 
 for name, epochs, desc in [("leoclr_r50_in1k", 200, "200 epochs (paper Tab. 6: 71.7%)"),
                            ("leoclr_r50_in1k_800ep", 800, "800 epochs (paper Tab. 1: 76.2%)")]:
@@ -31,6 +45,7 @@ for name, epochs, desc in [("leoclr_r50_in1k", 200, "200 epochs (paper Tab. 6: 7
         train=TrainCfg(epochs=epochs, batch_size=256, base_lr=0.03, weight_decay=1e-4, sgd_momentum=0.9,
                        num_workers=8),
         weights=WeightsCfg(paper=LEOCLR_PAPER, license="apache-2.0"),
+        evaluation=LINEAR_IN1K, paper_results=PAPER_TOP1[name],
         description=f"LeOCLR, ResNet-50, ImageNet-1k, {desc}; paper Sec. 4 settings.",
     ))
 
@@ -43,6 +58,7 @@ for name, dataset, backbone, augment in [("leoclr_r18_cifar10", "cifar10", R18_C
         train_split="train+unlabeled" if dataset == "stl10" else "train",
         train=SMALL_IMAGE_TRAIN,
         weights=WeightsCfg(paper=LEOCLR_PAPER, license="apache-2.0"),
+        evaluation=LINEAR, paper_results=PAPER_TOP1[name],
         description=f"LeOCLR, ResNet-18, {dataset} at {augment.image_size} px, 800 epochs (paper Tab. 5).",
     ))
 

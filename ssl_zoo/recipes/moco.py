@@ -7,7 +7,7 @@ colab/moco_cifar10_demo.ipynb (lr 0.06 at batch 512, wd 5e-4, K 4096, m 0.99, T 
 bn-splits 8, CIFAR ResNet-18, no blur, whole-image test view); [LeOCLR] arXiv:2403.06813
 Tab. 5 (ResNet-18, 800 epochs on CIFAR-10 and STL-10). "ours" marks this project's choices.
 """
-from ..recipe import AugmentCfg, BackboneCfg, Recipe, TrainCfg, WeightsCfg, register_recipe
+from ..recipe import AugmentCfg, BackboneCfg, EvalProtocol, PaperResult, Recipe, TrainCfg, WeightsCfg, register_recipe
 
 MOCO_V2_PAPER = "arXiv:2003.04297"
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)  # CIFAR-10 train-set statistics
@@ -68,6 +68,10 @@ for name, dataset, backbone, augment in [
         train_split="train+unlabeled" if dataset == "stl10" else "train",
         train=SMALL_IMAGE_TRAIN,
         weights=WeightsCfg(paper=MOCO_V2_PAPER),
+        # LeOCLR's baseline: linear top-1 after 800 epochs (LeOCLR paper Tab. 5).
+        evaluation=(EvalProtocol("linear"),),
+        paper_results=(PaperResult("linear_100", "top1", {"stl10": 80.08, "cifar10": 73.88}[dataset],
+                                   "LeOCLR paper Tab. 5 (MoCo-v2 row)"),),
         description=f"MoCo v2, ResNet-18, {dataset} at {augment.image_size} px, 800 epochs (official CIFAR-10 "
                     f"demo settings).",
     ))
