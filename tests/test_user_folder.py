@@ -69,3 +69,17 @@ def test_holdout_parts_are_disjoint_stratified_and_seeded() -> None:
     assert all(2 <= sum(targets[i] == c for i in held) <= 3 for c in range(4))
     assert stratified_split(targets, 0.25, seed=3) == (keep, held)
     assert stratified_split(targets, 0.25, seed=4) != (keep, held)
+
+
+def test_image_linear_probe_is_repeatable_for_a_seed_and_worker_count(flat_folder: Path, exported: Path,
+                                                                      tmp_path: Path) -> None:
+    """Same seed, same --num-workers: the same number (each worker draws its own augmentation stream, so
+    another worker count is another, equally valid, run; docs/benchmarks.md says so)."""
+    metrics = []
+    for run in range(2):
+        out = tmp_path / f"linear{run}.json"
+        assert cli_main(["eval", "linear", "--model", str(exported), "--dataset", "imagefolder", "--data",
+                         str(flat_folder), "--holdout", "0.25", "--epochs", "2", "--lr", "1", "--batch-size", "8",
+                         "--num-workers", "2", "--seed", "5", "--output", str(out)]) == 0
+        metrics.append(json.loads(out.read_text())["metrics"])
+    assert metrics[0] == metrics[1]
