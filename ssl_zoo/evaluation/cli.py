@@ -226,6 +226,7 @@ def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[st
 
     start = time.time()
     set_seed(args.seed)
+    _dataset(args, args.test_split, transform=None)  # a missing or malformed folder fails before any download
     encoder, model_info = load_encoder(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
     model_info.update(architecture=type(encoder).__name__ if not getattr(encoder, "pretrained_cfg", None)
                       else encoder.pretrained_cfg.get("architecture", type(encoder).__name__),
