@@ -9,8 +9,6 @@ containers so ``torch.load(..., weights_only=True)`` can read it (no pickled cod
 """
 from __future__ import annotations
 
-from .errors import CheckpointError
-
 import io
 import os
 import random
@@ -21,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .errors import CheckpointError
 from .export import atomic_write_bytes, describe_non_finite, non_finite_tensors
 
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -18,8 +18,6 @@ Legacy pickles are read only with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
-from .errors import SslZooError
-
 import argparse
 import json
 import re
@@ -29,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 from torch import nn
+
+from .errors import SslZooError
 
 if TYPE_CHECKING:
     from .recipe import Recipe

@@ -2,14 +2,14 @@
 collective timeout: how long a process waits for the others before the run stops."""
 from __future__ import annotations
 
-from .errors import SslZooError
-
 import math
 import os
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from .errors import SslZooError
 
 
 def is_distributed() -> bool:

@@ -1,8 +1,6 @@
 """Exported encoders: ``model.safetensors`` (timm key layout) + ``config.json`` (a superset of timm's)."""
 from __future__ import annotations
 
-from .errors import SslZooError, UserInputError
-
 import json
 import math
 import os
@@ -14,6 +12,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from .errors import SslZooError, UserInputError
 from .recipe import Recipe
 
 WEIGHTS_NAME = "model.safetensors"

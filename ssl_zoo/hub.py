@@ -14,8 +14,6 @@ passing ``endpoint=`` works after import.
 """
 from __future__ import annotations
 
-from .errors import SslZooError
-
 import argparse
 import fnmatch
 import hashlib
@@ -35,6 +33,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CHECKPOINT_NAME
+from .errors import SslZooError
 from .export import (CONFIG_NAME, WEIGHTS_NAME, NonFiniteWeightsError, describe_non_finite, non_finite_tensors,
                      read_encoder_config, save_encoder)
 from .recipe import Recipe, WeightsCfg

@@ -7,8 +7,6 @@ weights live* (Hub repo, file, checksum, license, paper). Factories in
 """
 from __future__ import annotations
 
-from .errors import SslZooError
-
 import dataclasses
 import difflib
 import fnmatch
@@ -17,6 +15,8 @@ import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
+
+from .errors import SslZooError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

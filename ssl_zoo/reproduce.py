@@ -20,8 +20,6 @@ options is refused: it would be another experiment) and what each derived stage 
 """
 from __future__ import annotations
 
-from .errors import SslZooError
-
 import argparse
 import hashlib
 import json
@@ -30,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from .errors import SslZooError
 from .recipe import EvalProtocol, Recipe
 
 STATE_NAME = "reproduce.json"

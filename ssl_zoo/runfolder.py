@@ -12,8 +12,6 @@
 """
 from __future__ import annotations
 
-from .errors import SslZooError
-
 import contextlib
 import contextvars
 import functools
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from .checkpoint import CHECKPOINT_NAME
+from .errors import SslZooError
 from .export import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes
 
 LOCK_NAME = ".ssl_zoo.lock"

@@ -26,8 +26,6 @@ process out (``ssl_zoo.runfolder``).
 """
 from __future__ import annotations
 
-from .errors import SslZooError
-
 import argparse
 import ast
 import contextlib
@@ -44,10 +42,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .errors import UserInputError
 from .checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_checkpoint, resolve_checkpoint_path,
                          restore_rng_state, save_checkpoint)
 from .distributed import CollectiveTimeoutError, collective_timeout_seconds, is_collective_timeout
+from .errors import SslZooError, UserInputError
 from .export import NonFiniteWeightsError, describe_non_finite, non_finite_tensors
 from .recipe import Recipe, get_recipe
 from .runfolder import (RunFolderError, RunLock, check_run_folder, clean_stale_temp_files, hold_until_return,

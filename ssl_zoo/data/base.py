@@ -1,8 +1,6 @@
 """The dataset type every loader returns, image decoding to RGB, layout errors and label fractions."""
 from __future__ import annotations
 
-from ..errors import SslZooError
-
 import copy
 import math
 import os
@@ -14,6 +12,8 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
+
+from ..errors import SslZooError
 
 OnError = Literal["raise", "skip"]
 ON_ERROR_CHOICES = ("raise", "skip")

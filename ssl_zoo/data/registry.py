@@ -1,14 +1,13 @@
 """Dataset registry: name -> builder, the splits it has and the folder layout it expects."""
 from __future__ import annotations
 
-from ..errors import SslZooError
-
 import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import SslZooError
 from .base import ON_ERROR_CHOICES, LabelledImageDataset, label_fraction_indices
 
 # builder(root: Path | None, split: str, **kwargs) -> LabelledImageDataset (no transform, full split)
