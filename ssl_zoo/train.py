@@ -548,11 +548,18 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
 
     run_info = {"global_batch": global_batch, "per_process_batch": per_process_batch, "num_processes": world,
                 "grad_accum": grad_accum, "lr": lr_value,
-                "total_steps": total_steps, "steps_per_epoch": steps_per_epoch}
+                "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+                # the data a run trains on is part of the run: resuming on other images is refused
+                "data": str(Path(data).resolve()) if data is not None else None, "num_images": len(train_set)}
     step, epoch, micro_done = 0, 0, 0
     if resume_state is not None:
         old = resume_state["run"]
-        changed = {k: (old.get(k), v) for k, v in run_info.items() if old.get(k) != v and k != "total_steps"}
+        moved = {k: (old[k], run_info[k]) for k in ("data", "num_images") if k in old and old[k] != run_info[k]}
+        if moved:
+            raise UserInputError(f"Cannot resume: the first run trained on other data {moved} (old, new). Pass the "
+                                 f"same --data as the first run, or start a new run in another --output.")
+        changed = {k: (old.get(k), v) for k, v in run_info.items()
+                   if old.get(k) != v and k not in ("total_steps", "data", "num_images")}
         if changed:
             raise ValueError(f"Cannot resume: the run geometry changed {changed} (old, new). Use the same global batch "
                              f"size, number of processes and --grad-accum as the first run.")

@@ -232,6 +232,27 @@ def test_cifar10_reads_python_batches(tmp_path):
         create_dataset("cifar10", tmp_path, "train")  # fixture files are not the official archive
 
 
+class _RunsCode:
+    """A pickle payload that, if unpickled with plain pickle.load, writes a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_a_crafted_cifar_pickle_cannot_run_code(tmp_path, verify):
+    base = make_cifar10(tmp_path)
+    marker = tmp_path / "pwned"
+    with open(base / "data_batch_2", "wb") as f:
+        pickle.dump({"data": _RunsCode(marker), "labels": list(range(10))}, f)
+    with pytest.raises(DatasetLayoutError):
+        create_dataset("cifar10", tmp_path, "train", verify_checksums=verify)
+    assert not marker.exists()
+
+
 def test_cifar100_fine_labels(tmp_path):
     base = tmp_path / "cifar-100-python"
     base.mkdir()

@@ -369,3 +369,17 @@ def test_stalled_rank_ends_the_other_within_the_collective_timeout(tmp_path: Pat
     assert "--collective-timeout" in lines[0]
     assert not (out / "rank1_exit").exists()  # the stalled rank never returned: the launcher ended it
     assert wall < 200
+
+
+def test_resume_with_other_data_is_refused(digit_folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "run"
+    train(RECIPE, data=str(digit_folder), epochs=1, max_steps=1, output=out, **RUN)
+    other = tmp_path / "other_images"
+    shutil.copytree(digit_folder, other)
+    next((other / "class_0").iterdir()).unlink()  # one image fewer
+    with pytest.raises(ValueError, match="other data"):
+        train(RECIPE, data=str(other), epochs=1, output=out, resume=True, **RUN)
+    resumed = train(RECIPE, data=str(digit_folder), epochs=1, output=out, resume=True, **RUN)  # the same data: fine
+    assert not resumed["interrupted"]
