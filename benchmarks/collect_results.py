@@ -42,7 +42,8 @@ def build() -> str:
            "The method comparisons below were measured before issue 10 changed the training semantics",
            "(global batch, BatchNorm groups of 32 in the query and key encoders instead of key-only",
            "chunks, weight decay on every parameter for paper recipes, the synth decoder stage): their",
-           "commands now train slightly different runs. Sections re-measured since say so in their notes.",
+           "commands now train slightly different runs. Re-measured since: the `ssl-zoo demo` section and the",
+           "BatchNorm-group, k-NN/retrieval-speed and CLI start-up sections.",
            ""]
     for title, files in SECTIONS:
         out += [f"## {title}", ""]
