@@ -148,7 +148,8 @@ def build_optimizer(param_groups: list[dict[str, Any]], recipe: Recipe) -> torch
     cfg = recipe.train
     name = cfg.optimizer.lower()
     if name == "sgd":
-        return torch.optim.SGD(param_groups, lr=param_groups[0]["lr"], momentum=cfg.sgd_momentum)
+        # foreach: one kernel per parameter group instead of one per tensor (same arithmetic)
+        return torch.optim.SGD(param_groups, lr=param_groups[0]["lr"], momentum=cfg.sgd_momentum, foreach=True)
     if name == "adamw":
         return torch.optim.AdamW(param_groups, lr=param_groups[0]["lr"])
     if name == "adam":
@@ -412,8 +413,24 @@ def _any_process(accelerator, flag: bool) -> bool:
 
 
 def _scalars(out: Mapping[str, Any]) -> dict[str, float]:
-    return {k: float(v.detach().float().mean()) for k, v in out.items()
-            if isinstance(v, Tensor) and v.numel() >= 1}
+    """The method's logged parts as floats, in ONE device-to-host copy (one sync per step on a GPU)."""
+    keys = [k for k, v in out.items() if isinstance(v, Tensor) and v.numel() >= 1]
+    if not keys:
+        return {}
+    values = torch.stack([out[k].detach().float().mean() for k in keys]).tolist()
+    return dict(zip(keys, values))
+
+
+def default_mixed_precision(requested: str | None) -> str | None:
+    """bf16 autocast by default on a bf16-capable GPU; a value from the caller, `accelerate launch
+    --mixed_precision` or `accelerate config` wins. CPU runs stay fp32 unless asked."""
+    import os
+
+    if requested is not None or os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return requested
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return requested
 
 
 @run_scope  # releases the run-folder lock however train() ends
@@ -424,7 +441,7 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
           log_with: str | Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
           method: nn.Module | None = None, log_every: int = 10, dataset: Dataset | None = None,
           progress_bar: bool = True, on_error: str = "raise", overwrite: bool = False,
-          collective_timeout: float | None = None) -> dict[str, Any]:
+          collective_timeout: float | None = None, channels_last: bool | None = None) -> dict[str, Any]:
     """Train a recipe (or a pre-built ``method``) and export its encoder; returns a summary dict.
 
     ``lr`` replaces the recipe's ``base_lr`` (still scaled by global batch / lr_batch_denom).
@@ -478,6 +495,7 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
             resume = False  # the stages are done and main training has not started yet
         recipe = prepared
     timeout_s = collective_timeout_seconds(collective_timeout)
+    mixed_precision = default_mixed_precision(mixed_precision)
     accelerator = Accelerator(mixed_precision=mixed_precision, log_with=log_with, project_dir=str(out_dir),
                               kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))])
     log = accelerator.print
@@ -543,6 +561,10 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
     groups = build_param_groups(method, lr_value, recipe.train.weight_decay, recipe.train.decay_norm_and_bias)
     optimizer = build_optimizer(groups, recipe)
     scheduler = build_scheduler(optimizer, recipe, total_steps, steps_per_epoch)
+    # channels_last: faster convolutions on GPUs and, at >= 64 px, on CPUs (docs/results.md); default on CUDA.
+    memory_format = (torch.channels_last if (accelerator.device.type == "cuda" if channels_last is None
+                                             else channels_last) else torch.contiguous_format)
+    method.to(memory_format=memory_format)
     model, optimizer = accelerator.prepare(method, optimizer)
     unwrapped = _unwrap(accelerator, model)
 
@@ -630,7 +652,8 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
                 t0, images = time.perf_counter(), 0
                 micro = skip
                 for batch in loader:
-                    views = [v.to(accelerator.device, non_blocking=True) for v in batch[0]]
+                    views = [v.to(accelerator.device, memory_format=memory_format, non_blocking=True)
+                             for v in batch[0]]
                     sync = (micro + 1) % grad_accum == 0
                     # Accumulation steps skip DDP's gradient all-reduce; the last one synchronises.
                     ctx = contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model)
@@ -750,7 +773,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="continue from OUTPUT/checkpoint.pt, or from PATH (more --epochs extends a finished run)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in --output (deletes its checkpoint, log and export first)")
-    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None)
+    parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
+                        help="autocast precision (default: bf16 on a bf16-capable GPU, else no)")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="NHWC memory format for the model and batches (default: on for CUDA, off on CPU, where "
+                             "it pays only from ~64 px)")
     parser.add_argument("--grad-accum", type=int, default=1,
                         help="micro-steps per optimiser step; the global --batch-size is split over them (default 1)")
     parser.add_argument("--seed", type=int, default=0,
@@ -776,7 +803,7 @@ def run_cli(args: argparse.Namespace) -> int:
                        grad_accum=args.grad_accum, seed=args.seed, num_workers=args.num_workers,
                        max_steps=args.max_steps, log_with=args.log_with, overrides=overrides,
                        log_every=args.log_every, on_error=args.on_error, overwrite=args.overwrite,
-                       collective_timeout=args.collective_timeout)
+                       collective_timeout=args.collective_timeout, channels_last=args.channels_last)
     except SslZooError as exc:  # divergence / stalled peer exit 1, every other user error 2
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code

@@ -297,3 +297,21 @@ def test_bf16_mixed_precision_trains_every_method(recipe: str, tmp_path: Path) -
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["ssl_zoo"]["train"]["mixed_precision"] == "bf16"
     assert config["ssl_zoo"]["train"]["total_steps"] == 2
+
+
+def test_channels_last_trains_the_same_run_and_exports_plain_weights(digit_folder: Path, tmp_path: Path) -> None:
+    """NHWC memory format changes only the layout: the same losses, and exports that load strictly in timm."""
+    common = dict(data=str(digit_folder), epochs=1, max_steps=2, log_every=1, **RUN)
+    plain = train(RECIPE, output=tmp_path / "plain", channels_last=False, **common)
+    nhwc = train(RECIPE, output=tmp_path / "nhwc", channels_last=True, **common)
+    assert nhwc["final"]["loss"] == pytest.approx(plain["final"]["loss"], rel=1e-4, abs=1e-5)
+    config = json.loads((tmp_path / "nhwc" / "config.json").read_text())
+    encoder = timm.create_model(config["architecture"], num_classes=0, **config.get("model_args", {}))
+    encoder.load_state_dict(load_file(tmp_path / "nhwc" / "model.safetensors"), strict=True)
+
+
+def test_scalars_are_one_host_copy() -> None:
+    from ssl_zoo.train import _scalars
+
+    out = {"loss": torch.tensor(1.5, requires_grad=True) * 1, "pos_sim": torch.tensor([0.25, 0.75]), "note": "x"}
+    assert _scalars(out) == {"loss": 1.5, "pos_sim": 0.5}

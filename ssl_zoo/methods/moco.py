@@ -44,8 +44,13 @@ def momentum_update_(target: nn.Module, online: nn.Module, momentum: float) -> N
     As in the official code, BatchNorm buffers are not copied: the key encoder's running statistics
     follow its own (shuffled, grouped) key batches.
     """
-    for p_t, p_o in zip(target.parameters(), online.parameters()):
-        p_t.mul_(momentum).add_(p_o.detach(), alpha=1.0 - momentum)
+    targets = list(target.parameters())
+    onlines = [p.detach() for p in online.parameters()]
+    if len(targets) != len(onlines):
+        raise ValueError(f"momentum_update_: {len(targets)} target vs {len(onlines)} online parameters.")
+    # one foreach kernel per op for the whole list (as timm's ModelEmaV3), the same arithmetic as a loop
+    torch._foreach_mul_(targets, momentum)
+    torch._foreach_add_(targets, onlines, alpha=1.0 - momentum)
 
 
 @torch.no_grad()
