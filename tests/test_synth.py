@@ -195,3 +195,42 @@ def test_simsiam_base():
     out = m(v)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and any(g.get("fix_lr") for g in m.parameter_groups())
+
+
+def test_shared_gradcam_key_gives_the_same_losses_with_one_key_pass_fewer(monkeypatch):
+    """The base reuses the Grad-CAM pair's key: the same loss values as computing it twice, one key pass fewer."""
+    import copy
+
+    torch.manual_seed(0)
+    new = moco_synth()
+    new.base.shuffle_bn = False  # keys are then a deterministic function of the batch
+    old = copy.deepcopy(new)
+    base_forward = type(old.base).forward
+    # the previous computation: the base encodes its key itself, a second key-encoder pass
+    monkeypatch.setattr(old.base, "forward", lambda views, gradcam_target=None: base_forward(old.base, views))
+    passes = {"new": 0, "old": 0}
+    new.base.key_encoder.register_forward_hook(lambda *a: passes.__setitem__("new", passes["new"] + 1))
+    old.base.key_encoder.register_forward_hook(lambda *a: passes.__setitem__("old", passes["old"] + 1))
+    v = views(new)
+    torch.manual_seed(1)
+    got = new.compute_losses(v)
+    torch.manual_seed(1)
+    want = old.compute_losses(v)
+    for key in ("loss_base", "loss_rec", "loss_pair"):
+        assert torch.equal(got[key], want[key]), key
+    assert torch.equal(new.base.queue, old.base.queue)
+    assert (passes["new"], passes["old"]) == (1, 2)
+
+
+def test_a_base_without_the_synth_hooks_is_refused():
+    from ssl_zoo.methods import register_method
+    from ssl_zoo.methods.base import SSLMethod
+
+    class Plain(SSLMethod):
+        def __init__(self, encoder, *, image_size=224):
+            super().__init__(encoder)
+
+    register_method("test_plain_base", Plain)
+    with pytest.raises(ValueError, match="pair_head, gradcam_target and positive_pair_loss"):
+        SynthPairs(tiny_encoder(), image_size=32, base="test_plain_base", bank_size=8,
+                   decoder_channels=(16, 8, 8, 8, 8))

@@ -7,13 +7,35 @@ views named in ``view_names``, calls ``forward(views)``, back-propagates
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from ..recipe import Recipe
+
+
+@runtime_checkable
+class SynthBase(Protocol):
+    """What a base method declares so that the synth add-on can wrap it (MoCo v2, LeOCLR, SimSiam do).
+
+    ``pair_head(h)``: the online head that encodes synth's generated pairs for L_pair.
+    ``gradcam_target(views)``: the stop-gradient partner of the positive pair (MoCo: the momentum key of
+    the last view; SimSiam: sg(z) of the first). ``positive_pair_loss(h, target)``: the base's loss of
+    that pair, differentiated w.r.t. ``h`` for Grad-CAM. ``forward(views, gradcam_target=...)`` may
+    reuse the target instead of computing it again. A new base opts in by defining these; synth has no
+    type checks.
+    """
+
+    encoder: nn.Module
+    view_names: tuple[str, ...]
+
+    def pair_head(self, h: Tensor) -> Tensor: ...
+
+    def gradcam_target(self, views: Sequence[Tensor]) -> Tensor: ...
+
+    def positive_pair_loss(self, h: Tensor, target: Tensor) -> Tensor: ...
 
 
 class SSLMethod(nn.Module):

@@ -43,13 +43,14 @@ class LeOCLR(MomentumQueueMixin, SSLMethod):
                                   momentum, shuffle_bn, bn_group_size)
         self.temperature = temperature
 
-    def forward(self, views: Sequence[Tensor]) -> dict[str, Tensor]:
+    def forward(self, views: Sequence[Tensor], gradcam_target: Tensor | None = None) -> dict[str, Tensor]:
+        """``gradcam_target``: the key of ``crop2`` already computed (synth shares it)."""
         self.check_views(views)
         original, crop1, crop2 = views
         u = self.encode_query(original)
         # Each crop batch is encoded (and shuffle-BN'd) on its own, like one MoCo key batch.
         v1 = self.encode_key(crop1)
-        v2 = self.encode_key(crop2)
+        v2 = self.encode_key(crop2) if gradcam_target is None else gradcam_target
         loss_1 = self.contrastive_loss(u, v1, self.temperature)
         loss_2 = self.contrastive_loss(u, v2, self.temperature)
         loss = loss_1 + loss_2

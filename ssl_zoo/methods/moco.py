@@ -135,6 +135,21 @@ class MomentumQueueMixin:
                     f"several stale keys of every image as negatives. Use a queue_size below {num_images}."]
         return []
 
+    # -- what synth uses (ssl_zoo.methods.base.SynthBase) ------------------------
+    def pair_head(self, h: Tensor) -> Tensor:
+        """The online head for synth's L_pair: the projector g."""
+        return self.projector(h)
+
+    @torch.no_grad()
+    def gradcam_target(self, views: Sequence[Tensor]) -> Tensor:
+        """The momentum key of the last view; ``forward(views, gradcam_target=...)`` reuses it."""
+        return self.encode_key(views[-1])
+
+    def positive_pair_loss(self, h: Tensor, target: Tensor) -> Tensor:
+        """L_gc: InfoNCE of g(h) against the key ``target``, the queue as negatives (before this step's enqueue)."""
+        return info_nce(F.normalize(self.projector(h).float(), dim=1), target, self.queue.clone().detach(),
+                        self.temperature)
+
     # -- queue ------------------------------------------------------------
     def contrastive_loss(self, query: Tensor, key: Tensor, temperature: float) -> Tensor:
         return info_nce(query, key, self.queue.clone().detach(), temperature)
@@ -166,11 +181,12 @@ class MoCoV2(MomentumQueueMixin, SSLMethod):
         self.temperature = temperature
         self.symmetric = symmetric
 
-    def forward(self, views: Sequence[Tensor]) -> dict[str, Tensor]:
+    def forward(self, views: Sequence[Tensor], gradcam_target: Tensor | None = None) -> dict[str, Tensor]:
+        """``gradcam_target``: the key of ``views[-1]`` already computed (synth shares it; one key pass fewer)."""
         self.check_views(views)
         x1, x2 = views
         q1 = self.encode_query(x1)
-        k2 = self.encode_key(x2)
+        k2 = self.encode_key(x2) if gradcam_target is None else gradcam_target
         loss = self.contrastive_loss(q1, k2, self.temperature)
         keys = k2
         if self.symmetric:  # both views serve as query; the mean keeps the loss scale of the asymmetric case

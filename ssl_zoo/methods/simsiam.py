@@ -73,7 +73,22 @@ class SimSiam(SSLMethod):
         """Predictor output p for projections z."""
         return self.predictor(z)
 
-    def forward(self, views: Sequence[Tensor]) -> dict[str, Tensor]:
+    # -- what synth uses (ssl_zoo.methods.base.SynthBase) ------------------------
+    def pair_head(self, h: Tensor) -> Tensor:
+        """The online head for synth's L_pair: the projector."""
+        return self.project(h)
+
+    @torch.no_grad()
+    def gradcam_target(self, views: Sequence[Tensor]) -> Tensor:
+        """sg(z) of the first view (its own encoder pass: the base's z1 carries a graph)."""
+        return self.project(self.encoder(views[0]))
+
+    def positive_pair_loss(self, h: Tensor, target: Tensor) -> Tensor:
+        """L_gc: -cos(pred(proj(h)), sg(z)), the SimSiam loss of the positive pair."""
+        return negative_cosine(self.predict(self.project(h)), target)
+
+    def forward(self, views: Sequence[Tensor], gradcam_target: Tensor | None = None) -> dict[str, Tensor]:
+        """``gradcam_target`` is accepted for synth's interface and not needed here."""
         self.check_views(views)
         x1, x2 = views
         z1, z2 = self.project(self.encoder(x1)), self.project(self.encoder(x2))

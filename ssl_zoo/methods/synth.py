@@ -1,7 +1,7 @@
 """Synthesized-pair learning for self-supervised fine-grained recognition ("synth").
 
-An add-on that wraps a base method (MoCo v2 or SimSiam; any registered method with
-MoCo's queue, or with SimSiam's projector/predictor) and adds, per step
+An add-on that wraps a base method (MoCo v2, LeOCLR or SimSiam; any registered method that declares
+``ssl_zoo.methods.base.SynthBase``: pair_head, gradcam_target, positive_pair_loss) and adds, per step
 (step numbers are those of the "synth" section of ../shared/METHODS.md):
 
 1. reconstruction ........ h = f(x) on the plain view x, x_rec = D(h), L_rec = MSE(x_rec, x)
@@ -25,7 +25,8 @@ Choices the paper leaves open (documented in docs/synth.md):
   process computes the same mask, and the current batch already counts at the first step.
 - Grad-CAM is computed on a detached copy of h with ``torch.autograd.grad(..., inputs=h)``: no graph
   is kept and no parameter's ``.grad`` is touched (DDP's gradient hooks never fire for it). For
-  MoCo it is computed before the base forward, so it sees the same queue as the base loss.
+  MoCo it is computed before the base forward, so it sees the same queue as the base loss, and the
+  base's forward reuses the same momentum key (one key-encoder pass, not two).
 - The "random" ablation adds isotropic N(0, sigma_gc^2) noise to every dimension.
 """
 from __future__ import annotations
@@ -38,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..losses import info_nce, negative_cosine, nt_xent
+from ..losses import nt_xent
 from . import get_method_class
-from .base import SSLMethod
-from .moco import MomentumQueueMixin, fifo_write_
+from .base import SSLMethod, SynthBase
+from .moco import fifo_write_
 
 if TYPE_CHECKING:
     from ..recipe import Recipe
@@ -197,13 +198,9 @@ class SynthPairs(SSLMethod):
         # Read by prepare_run (the training loop's decoder stage), kept here so it is a method argument.
         self.decoder_pretrain_epochs = int(decoder_pretrain_epochs)
         self.base = get_method_class(base)(encoder, image_size=image_size, **dict(base_args or {}))
-        if isinstance(self.base, MomentumQueueMixin):
-            self._kind = "queue"
-        elif all(hasattr(self.base, a) for a in ("project", "predict")):
-            self._kind = "siamese"
-        else:
-            raise ValueError(f"synth supports bases with MoCo's queue (moco_v2, leoclr) or SimSiam's "
-                             f"project/predict; {base!r} has neither.")
+        if not isinstance(self.base, SynthBase):
+            raise ValueError(f"synth wraps bases that declare pair_head, gradcam_target and positive_pair_loss "
+                             f"(ssl_zoo.methods.base.SynthBase: moco_v2, leoclr, simsiam); {base!r} does not.")
         self.view_names = ("plain",) + tuple(self.base.view_names)
         self.variant = variant
         self.alpha, self.beta, self.delta = float(alpha), float(beta), float(delta)
@@ -250,25 +247,21 @@ class SynthPairs(SSLMethod):
         return recipe.with_overrides(decoder_weights=str(decoder_file)), None
 
     def pair_head(self, h: Tensor) -> Tensor:
-        """The online head used for L_pair: MoCo's projector g, SimSiam's projector."""
-        return self.base.projector(h) if self._kind == "queue" else self.base.project(h)
+        """The online head used for L_pair (the base's ``pair_head``: MoCo's g, SimSiam's projector)."""
+        return self.base.pair_head(h)
 
     # -- step 2 ---------------------------------------------------------------------------------
-    def gradcam_loss(self, h: Tensor, base_views: Sequence[Tensor]) -> Tensor:
-        """L_gc: the base contrastive loss of the positive pair (h, key of an augmented view)."""
-        if self._kind == "queue":  # MoCo: InfoNCE of g(h) against the momentum key, queue as negatives
-            q = F.normalize(self.base.projector(h).float(), dim=1)
-            k = self.base.encode_key(base_views[-1])
-            return info_nce(q, k, self.base.queue.clone().detach(), self.base.temperature)
-        with torch.no_grad():  # SimSiam: -cos(pred(proj(h)), sg(proj(f(view))))
-            z = self.base.project(self.base.encoder(base_views[0]))
-        return negative_cosine(self.base.predict(self.base.project(h)), z)
+    def compute_gradcam(self, h: Tensor, base_views: Sequence[Tensor], target: Tensor | None = None) -> Tensor:
+        """c_hat (B, d): dL_gc/dh on a detached copy of h, no graph kept, no parameter grads.
 
-    def compute_gradcam(self, h: Tensor, base_views: Sequence[Tensor]) -> Tensor:
-        """c_hat (B, d): dL_gc/dh on a detached copy of h, no graph kept, no parameter grads."""
+        L_gc is the base's loss of the positive pair (h, ``target``); ``target`` defaults to the base's
+        ``gradcam_target(base_views)`` (MoCo: the momentum key of the last view, queue as negatives).
+        """
+        if target is None:
+            target = self.base.gradcam_target(base_views)
         h_leaf = h.detach().float().requires_grad_(True)
         with torch.enable_grad():
-            (grad,) = torch.autograd.grad(self.gradcam_loss(h_leaf, base_views), h_leaf)
+            (grad,) = torch.autograd.grad(self.base.positive_pair_loss(h_leaf, target), h_leaf)
         return gradcam_vector(h_leaf.detach(), grad)
 
     # -- step 3 ---------------------------------------------------------------------------------
@@ -290,9 +283,14 @@ class SynthPairs(SSLMethod):
         h = self.encoder(x)
         x_rec = self.decoder(h)
         loss_rec = F.mse_loss(x_rec.float(), x.float())
-        # Step 2: Grad-CAM score vector (before the base forward: same queue as the base loss).
-        c_hat = self.compute_gradcam(h, base_views) if self.variant in ("full", "gradcam") else None
-        base_out = self.base(base_views)
+        # Step 2: Grad-CAM score vector (before the base forward: same queue as the base loss). The base
+        # reuses the pair's target (MoCo: the key of the last view), so no extra momentum-encoder pass.
+        if self.variant in ("full", "gradcam"):
+            target = self.base.gradcam_target(base_views)
+            c_hat = self.compute_gradcam(h, base_views, target)
+            base_out = self.base(base_views, gradcam_target=target)
+        else:
+            c_hat, base_out = None, self.base(base_views)
         # Step 3: FIFO bank (global batch in, then variance), threshold delta on v_bar.
         self.update_bank(h)
         v_bar, mask, v_hat = low_variance(self.filled_bank(), self.delta)
