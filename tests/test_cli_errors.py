@@ -28,6 +28,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     (root / "bad_config").mkdir()
     (root / "bad_config" / "config.json").write_text("{ not json")
     (root / "bad_config" / "model.safetensors").write_bytes(b"")
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (root / "images_with_a_bad_one" / cls).mkdir(parents=True)
+        for j in range(4):
+            Image.new("RGB", (32, 32), (60 * j, 20, 200)).save(root / "images_with_a_bad_one" / cls / f"{j}.png")
+    (root / "images_with_a_bad_one" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     recipe = ssl_zoo.get_recipe("moco_v2_r18_digits").with_overrides(arch="test_resnet", model_args={})
     save_encoder(ssl_zoo.create_model(recipe), root / "exported", recipe)
     return {"root": root}
@@ -71,6 +78,9 @@ def _rows(root: Path) -> list[tuple[str, list[str], int, str]]:
         ("an invalid config.json", ["eval", "knn", "--model", str(root / "bad_config"), "--num-workers", "0"],
          2, "config.json"),
         ("a short dataset name", ["datasets", "cars"], 2, "stanford_cars"),
+        ("eval meets an unreadable image", ["eval", "knn", "--model", str(root / "exported"), "--dataset",
+                                            "imagefolder", "--data", str(root / "images_with_a_bad_one"),
+                                            "--holdout", "0.5", "--k", "2", "--num-workers", "0"], 2, "broken.png"),
         ("push to an unreachable Hub", ["push", str(root / "exported"), "--repo", "me/model",
                                         "--endpoint", "http://127.0.0.1:9"], 2, "push"),
     ]
@@ -91,6 +101,14 @@ def test_every_user_error_is_one_line_and_exit_2(files, capsys, monkeypatch) -> 
         if "weights_only=False" in err:
             failures.append(f"{name}: suggests weights_only=False")
     assert not failures, "\n".join(failures)
+
+
+def test_eval_skips_unreadable_images_when_asked(files, capsys) -> None:
+    root = files["root"]
+    argv = ["eval", "knn", "--model", str(root / "exported"), "--dataset", "imagefolder", "--data",
+            str(root / "images_with_a_bad_one"), "--holdout", "0.5", "--k", "2", "--num-workers", "0"]
+    with pytest.warns(RuntimeWarning, match="broken.png"):
+        assert cli_main([*argv, "--skip-bad-images"]) == 0
 
 
 def test_disk_full_while_checkpointing_is_one_line(tmp_path: Path, monkeypatch) -> None:
