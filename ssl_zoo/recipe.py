@@ -18,6 +18,19 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .errors import SslZooError
 
+# augment_preset -> the augmentations the training views keep ("crop" = RandomResizedCrop; without it a
+# "crop" view is the whole image resized). The ablation presets of LeOCLR's Fig. 4 and the usual extras.
+AUGMENT_PRESETS: dict[str, frozenset[str]] = {
+    "full": frozenset({"crop", "color", "grayscale", "blur", "flip"}),
+    "crop_only": frozenset({"crop"}),
+    "crop_flip": frozenset({"crop", "flip"}),
+    "no_color": frozenset({"crop", "grayscale", "blur", "flip"}),
+    "no_grayscale": frozenset({"crop", "color", "blur", "flip"}),
+    "no_blur": frozenset({"crop", "color", "grayscale", "flip"}),
+    "no_flip": frozenset({"crop", "color", "grayscale", "blur"}),
+    "no_crop": frozenset({"color", "grayscale", "blur", "flip"}),
+}
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -71,8 +84,13 @@ class AugmentCfg:
     # Evaluation view: Resize(image_size / eval_crop_pct) + CenterCrop(image_size). 0.875 is the
     # ImageNet protocol (256 -> 224); 1.0 evaluates the whole image (the CIFAR protocol).
     eval_crop_pct: float = 0.875
+    # Which of the augmentations above the training views apply (LeOCLR Fig. 4 removes them one by one):
+    # one of AUGMENT_PRESETS. "full" is the recipe's augmentation as written above.
+    augment_preset: str = "full"
 
     def __post_init__(self) -> None:
+        _require(self.augment_preset in AUGMENT_PRESETS,
+                 f"augment_preset {self.augment_preset!r} is not one of {', '.join(AUGMENT_PRESETS)}")
         _require(isinstance(self.image_size, int) and self.image_size >= 8,
                  f"image_size must be an integer >= 8, got {self.image_size!r}")
         lo, hi = self.crop_scale

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torchvision.transforms import v2
 
-from .recipe import AugmentCfg
+from .recipe import AUGMENT_PRESETS, AugmentCfg
 
 VIEW_KINDS = ("crop", "original", "plain", "eval")
 
@@ -30,12 +30,16 @@ def blur_kernel_size(image_size: int) -> int:
 
 
 def _photometric(cfg: AugmentCfg) -> list[Callable]:
-    return [
-        v2.RandomApply([v2.ColorJitter(*cfg.color_jitter)], p=cfg.color_jitter_p),
-        v2.RandomGrayscale(p=cfg.grayscale_p),
-        v2.RandomApply([v2.GaussianBlur(blur_kernel_size(cfg.image_size), sigma=cfg.blur_sigma)], p=cfg.blur_p),
-        v2.RandomHorizontalFlip(p=cfg.hflip_p),
-    ]
+    """Colour jitter, grayscale, blur and flip, as far as ``cfg.augment_preset`` keeps them."""
+    keep = AUGMENT_PRESETS[cfg.augment_preset]
+    ops = {
+        "color": v2.RandomApply([v2.ColorJitter(*cfg.color_jitter)], p=cfg.color_jitter_p),
+        "grayscale": v2.RandomGrayscale(p=cfg.grayscale_p),
+        "blur": v2.RandomApply([v2.GaussianBlur(blur_kernel_size(cfg.image_size), sigma=cfg.blur_sigma)],
+                               p=cfg.blur_p),
+        "flip": v2.RandomHorizontalFlip(p=cfg.hflip_p),
+    }
+    return [op for name, op in ops.items() if name in keep]
 
 
 def _finish(cfg: AugmentCfg) -> list[Callable]:
@@ -51,8 +55,10 @@ def build_view_transform(view: str, cfg: AugmentCfg, crop_pct: float | None = No
     crop_pct = cfg.eval_crop_pct if crop_pct is None else crop_pct
     interp = _interpolation(cfg.interpolation)
     if view == "crop":
-        ops = [v2.ToImage(), v2.RandomResizedCrop(size, scale=cfg.crop_scale, interpolation=interp, antialias=True),
-               *_photometric(cfg)]
+        crop = (v2.RandomResizedCrop(size, scale=cfg.crop_scale, interpolation=interp, antialias=True)
+                if "crop" in AUGMENT_PRESETS[cfg.augment_preset] else v2.Resize((size, size), interpolation=interp,
+                                                                                 antialias=True))
+        ops = [v2.ToImage(), crop, *_photometric(cfg)]
     elif view == "original":
         ops = [v2.ToImage(), v2.Resize((size, size), interpolation=interp, antialias=True), *_photometric(cfg)]
     elif view == "plain":

@@ -57,3 +57,24 @@ def test_cli_speed_times_help_and_list(tmp_path, monkeypatch):
     assert [r["command"] for r in info["results"]] == ["python -m ssl_zoo.cli --help", "python -m ssl_zoo.cli list"]
     assert all(r["median_s"] > 0 for r in info["results"])
     assert "`python -m ssl_zoo.cli list`" in md.read_text() and "Machine:" in md.read_text()
+
+
+def test_augment_sweep_trains_and_evaluates_each_preset(tmp_path):
+    """benchmarks/augment_sweep.py at toy scale: one row per (recipe, preset), each trained with its preset."""
+    import importlib.util
+    import json
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "augment_sweep.py"
+    sys.path.insert(0, str(path.parent))
+    spec = importlib.util.spec_from_file_location("augment_sweep", path)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    md = tmp_path / "sweep.md"
+    assert sweep.main(["moco_v2_r18_digits", "--presets", "full", "crop_only", "--epochs", "1", "--batch-size", "256",
+                       "--set", "arch=test_resnet", "--set", "model_args={}", "--set", "queue_size=256",
+                       "--runs", str(tmp_path / "runs"), "--markdown", str(md)]) == 0
+    rows = json.loads(md.with_suffix(".json").read_text())["rows"]
+    assert [r["recipe"] for r in rows] == ["moco_v2_r18_digits__full", "moco_v2_r18_digits__crop_only"]
+    config = json.loads((tmp_path / "runs" / "moco_v2_r18_digits__crop_only" / "config.json").read_text())
+    assert config["ssl_zoo"]["recipe_config"]["augment"]["augment_preset"] == "crop_only"

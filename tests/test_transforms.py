@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ssl_zoo.recipe import AugmentCfg
+from ssl_zoo.recipe import AUGMENT_PRESETS, AugmentCfg
 from ssl_zoo.transforms import MultiViewTransform, build_multiview_transform, build_view_transform
 
 CFG = AugmentCfg(image_size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
@@ -95,3 +95,31 @@ def test_multiview_transform_returns_views_in_order():
     a, b = plain(noise_image())
     assert torch.equal(a, build_view_transform("plain", CFG)(noise_image()))
     assert torch.equal(b, build_view_transform("eval", CFG)(noise_image()))
+
+
+@pytest.mark.parametrize("preset", sorted(AUGMENT_PRESETS))
+def test_each_augmentation_preset_builds_the_views_it_names(preset):
+    """`--set augment_preset=NAME` (LeOCLR Fig. 4 ablations): the crop view holds exactly the named operations."""
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from ssl_zoo.recipe import AugmentCfg
+    from ssl_zoo.transforms import build_view_transform
+
+    cfg = AugmentCfg(image_size=32, augment_preset=preset)
+    ops = build_view_transform("crop", cfg).transforms
+    inner = [type(op.transforms[0]).__name__ if isinstance(op, v2.RandomApply) else type(op).__name__ for op in ops]
+    names = {"RandomResizedCrop": "crop", "ColorJitter": "color", "RandomGrayscale": "grayscale",
+             "GaussianBlur": "blur", "RandomHorizontalFlip": "flip"}
+    assert {names[n] for n in inner if n in names} == set(AUGMENT_PRESETS[preset])
+    if "crop" not in AUGMENT_PRESETS[preset]:
+        assert "Resize" in inner  # the whole image, resized
+    view = build_view_transform("crop", cfg)(Image.new("RGB", (40, 30)))
+    assert view.shape == (3, 32, 32)
+
+
+def test_unknown_preset_is_refused_with_the_names():
+    import ssl_zoo
+
+    with pytest.raises(ValueError, match="crop_only"):
+        ssl_zoo.get_recipe("moco_v2_r18_digits").with_overrides(augment_preset="no_such")
