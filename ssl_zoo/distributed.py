@@ -84,3 +84,17 @@ def is_collective_timeout(exc: BaseException) -> bool:
         return False
     text = str(exc).lower()
     return "timed out" in text or "timeout" in text
+
+
+def all_gather_with_grad(tensor: Tensor) -> Tensor:
+    """Concatenate ``tensor`` from every process along dim 0, keeping the autograd graph.
+
+    torch.distributed.nn's all_gather sums the incoming gradients over processes in backward, so a loss
+    computed identically on every process from the gathered tensor gets the right gradient once DDP
+    averages (the SimCLR global-batch NT-Xent). A no-op in one process.
+    """
+    if not is_distributed():
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0)

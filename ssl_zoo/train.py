@@ -52,7 +52,7 @@ from .runfolder import (RunFolderError, RunLock, check_run_folder, clean_stale_t
                         remove_run_files, run_scope, trim_log)
 
 LOG_NAME = "log.jsonl"
-OPTIMIZERS = ("sgd", "adamw", "adam")
+OPTIMIZERS = ("sgd", "lars", "adamw", "adam")
 SCHEDULES = ("cosine", "constant")
 
 
@@ -150,6 +150,10 @@ def build_optimizer(param_groups: list[dict[str, Any]], recipe: Recipe) -> torch
     if name == "sgd":
         # foreach: one kernel per parameter group instead of one per tensor (same arithmetic)
         return torch.optim.SGD(param_groups, lr=param_groups[0]["lr"], momentum=cfg.sgd_momentum, foreach=True)
+    if name == "lars":  # SimCLR's optimiser: timm's LARS (trust-ratio scaled SGD with momentum)
+        from timm.optim import Lars
+
+        return Lars(param_groups, lr=param_groups[0]["lr"], momentum=cfg.sgd_momentum)
     if name == "adamw":
         return torch.optim.AdamW(param_groups, lr=param_groups[0]["lr"])
     if name == "adam":

@@ -14,6 +14,8 @@ _BUILTIN = {
     "simsiam": "ssl_zoo.methods.simsiam:SimSiam",
     "leoclr": "ssl_zoo.methods.leoclr:LeOCLR",
     "synth": "ssl_zoo.methods.synth:SynthPairs",
+    "simclr": "ssl_zoo.methods.simclr:SimCLR",
+    "leoclr_simclr": "ssl_zoo.methods.simclr:LeOCLRSimCLR",
 }
 _METHODS: dict[str, type[SSLMethod]] = {}
 

@@ -3,3 +3,4 @@ from . import moco  # noqa: F401
 from . import simsiam  # noqa: F401
 from . import leoclr  # noqa: F401
 from . import synth  # noqa: F401
+from . import simclr  # noqa: F401
