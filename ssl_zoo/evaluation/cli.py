@@ -1,4 +1,4 @@
-"""``ssl-zoo eval linear|retrieval|knn`` and ``benchmarks/{linear,retrieval,knn}.py``: one code path.
+"""``ssl-zoo eval linear|retrieval|knn|finetune|transfer|crop-robustness`` and ``benchmarks/*.py``: one code path.
 
 Each run loads an encoder, builds the dataset splits with the evaluation transforms,
 computes the protocol's metrics (under ``accelerate launch``: features extracted in
@@ -23,7 +23,7 @@ from torch import nn
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-PROTOCOLS = ("linear", "retrieval", "knn")
+PROTOCOLS = ("linear", "retrieval", "knn", "finetune", "transfer", "crop-robustness")
 CACHED_FEATURES_NOTE = ("cached features: train features extracted once with the eval transform "
                         "(Resize + CenterCrop), so no train-time augmentation (RandomResizedCrop + flip) "
                         "unlike the MoCo protocol; same classifier, optimiser and schedule")
@@ -122,7 +122,8 @@ def linear_train_transform(encoder: nn.Module, image_size: int | None = None) ->
 # ------------------------------------------------------------------------------------------- parser
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``ssl-zoo eval PROTOCOL ...`` (and of the benchmark scripts)."""
-    parser.add_argument("protocol", choices=PROTOCOLS, help="linear probe, leave-one-out retrieval, or weighted k-NN")
+    parser.add_argument("protocol", choices=PROTOCOLS, help="linear probe, leave-one-out retrieval, weighted k-NN, "
+                        "fine-tuning with label fractions, transfer fine-tuning, or the random-crop robustness test")
     parser.add_argument("--model", required=True,
                         help="recipe name (random init unless --pretrained/--checkpoint), 'hf-hub:org/repo[@rev]', "
                              "or a local run/model folder with model.safetensors + config.json")
@@ -150,17 +151,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     knn = parser.add_argument_group("k-NN")
     knn.add_argument("--k", type=int, nargs="+", default=[20, 200], help="neighbour counts (default 20 200)")
     knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(s / T) (default 0.07)")
-    lin = parser.add_argument_group("linear probe (MoCo protocol defaults)")
-    lin.add_argument("--epochs", type=int, default=100, help="classifier training epochs (default 100)")
-    lin.add_argument("--lr", type=float, default=30.0, help="SGD learning rate (default 30, the MoCo protocol)")
+    lin = parser.add_argument_group("linear probe (MoCo protocol defaults) and fine-tuning")
+    lin.add_argument("--epochs", type=int, default=None,
+                     help="linear: 100; finetune: 60 for <= 1%% labels, else 30; transfer: 30")
+    lin.add_argument("--lr", type=float, default=None,
+                     help="linear: 30 (the MoCo protocol); finetune: --base-lr x batch / 256")
     lin.add_argument("--momentum", type=float, default=0.9)
-    lin.add_argument("--weight-decay", type=float, default=0.0)
+    lin.add_argument("--weight-decay", type=float, default=None, help="default 0")
     lin.add_argument("--milestones", type=int, nargs="*", default=[60, 80], help="epochs where lr is x0.1")
     lin.add_argument("--label-fraction", type=float, default=1.0,
-                     help="share of each class's train images with labels (paper: 1.0, 0.5, 0.2)")
+                     help="share of each class's train images with labels (linear: 1.0, 0.5, 0.2; finetune: "
+                          "0.01 0.02 0.05 0.1 0.2 0.5 1)")
     lin.add_argument("--cached-features", action="store_true",
                      help="extract train/test features once and train the classifier on them (fast; no train-time "
                           "augmentation)")
+    from .finetune_cli import add_arguments
+
+    add_arguments(parser)
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -207,8 +214,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserInputError(f"--image-size {args.image_size} is too small (>= 8).")
     if not 0.0 < args.label_fraction <= 1.0:
         raise UserInputError(f"--label-fraction must be in (0, 1], got {args.label_fraction}.")
-    if args.label_fraction < 1.0 and args.protocol != "linear":
-        raise UserInputError("--label-fraction applies to the linear probe only.")
+    if args.label_fraction < 1.0 and args.protocol not in ("linear", "finetune", "crop-robustness"):
+        raise UserInputError("--label-fraction applies to the linear probe and fine-tuning only.")
     if any(k < 1 for k in args.k):
         raise UserInputError(f"--k values must be >= 1, got {args.k}.")
     if args.holdout is not None and not 0.0 < args.holdout < 1.0:
@@ -218,6 +225,9 @@ def _validate(args: argparse.Namespace) -> None:
     if args.protocol == "knn" and args.train_split == args.test_split:
         raise UserInputError(f"k-NN with --train-split = --test-split = {args.train_split!r} lets every image find "
                              f"itself (near 100% top-1). Use a held-out --test-split.")
+    from .finetune_cli import fill_defaults
+
+    fill_defaults(args)
 
 
 def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[str, Any]:
@@ -235,7 +245,9 @@ def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[st
         accelerator.print(f"note: evaluating {args.model} with random weights (add --pretrained or --checkpoint).")
     image_size = augment_cfg_for(encoder, args.image_size).image_size
     encoder.to(accelerator.device)
-    runner = {"linear": _run_linear, "retrieval": _run_retrieval, "knn": _run_knn}[args.protocol]
+    from .finetune_cli import RUNNERS
+
+    runner = {"linear": _run_linear, "retrieval": _run_retrieval, "knn": _run_knn, **RUNNERS}[args.protocol]
     metrics, settings, dataset_info = runner(args, encoder, image_size, accelerator)
     settings.update(image_size=image_size, batch_size=args.batch_size, seed=args.seed)
     return build_result(args.protocol, metrics, model_info, {"name": args.dataset, "root": args.data, **dataset_info},
@@ -419,6 +431,10 @@ def markdown_row(result: dict[str, Any]) -> str:
                     f"{100 * s['label_fraction']:g}% labels, {s['epochs']} ep)")
     elif protocol == "knn":
         protocol = f"k-NN (T={s['temperature']:g})"
+    elif protocol in ("finetune", "transfer", "crop-robustness"):
+        from .finetune_cli import protocol_label
+
+        protocol = protocol_label(result)
     parts = []
     for name, value in result["metrics"].items():
         if name == "train_loss":

@@ -77,12 +77,13 @@ def linear_probe_on_features(train_features: Tensor, train_labels: Tensor, test_
                              test_labels: Tensor, cfg: LinearProbeCfg | None = None, num_classes: int | None = None,
                              device: torch.device | str | None = None,
                              log: Callable[[str], None] | None = None, log_every: int = 1,
-                             **overrides: Any) -> dict[str, Any]:
+                             return_classifier: bool = False, **overrides: Any) -> dict[str, Any]:
     """Train the linear classifier on fixed (cached) features with the probe's SGD schedule.
 
     ``overrides`` are ``LinearProbeCfg`` fields (``epochs=``, ``lr=``, ...). Features are used
     as given (no normalisation, as in the MoCo protocol). Returns ``{"top1", "top5"}`` (fractions,
-    last epoch; top-5 is top-min(5, C)), ``"train_loss"`` of the last epoch and ``"num_classes"``.
+    last epoch; top-5 is top-min(5, C)), ``"train_loss"`` of the last epoch and ``"num_classes"``;
+    with ``return_classifier=True`` also ``"classifier"``, the trained ``nn.Linear``.
     """
     cfg = _cfg(cfg, overrides)
     if train_features.ndim != 2 or test_features.ndim != 2 or train_features.shape[1] != test_features.shape[1]:
@@ -113,21 +114,23 @@ def linear_probe_on_features(train_features: Tensor, train_labels: Tensor, test_
         _log(log, log_every, epoch, cfg, loss_sum / n)
     with torch.no_grad():
         logits = fc(test_features.to(device).float())
-    return {**_evaluate_logits(logits.cpu(), test_labels.cpu()), "train_loss": loss_sum / n,
-            "num_classes": num_classes}
+    out = {**_evaluate_logits(logits.cpu(), test_labels.cpu()), "train_loss": loss_sum / n,
+           "num_classes": num_classes}
+    return {**out, "classifier": fc} if return_classifier else out
 
 
 def linear_probe(encoder: nn.Module, train_dataset: Dataset, test_dataset: Dataset, cfg: LinearProbeCfg | None = None,
                  num_classes: int | None = None, num_workers: int = 0, accelerator: Accelerator | None = None,
                  device: torch.device | str | None = None, log: Callable[[str], None] | None = None,
-                 log_every: int = 1, **overrides: Any) -> dict[str, Any]:
+                 log_every: int = 1, return_classifier: bool = False, **overrides: Any) -> dict[str, Any]:
     """Linear probe on images: the frozen encoder runs every step on the (augmented) train images.
 
     ``train_dataset`` carries the train transform (RandomResizedCrop + flip), ``test_dataset``
     the eval transform. With a multi-process ``accelerator`` the classifier is trained
     data-parallel (``cfg.batch_size`` is the global batch) and test logits are gathered
     without padding, so every process returns the same numbers. Returns
-    ``{"top1", "top5", "train_loss", "num_classes"}`` (fractions, last epoch).
+    ``{"top1", "top5", "train_loss", "num_classes"}`` (fractions, last epoch), plus ``"classifier"``
+    (the trained ``nn.Linear``, unwrapped) with ``return_classifier=True``.
     """
     cfg = _cfg(cfg, overrides)
     if num_classes is None:
@@ -175,7 +178,8 @@ def linear_probe(encoder: nn.Module, train_dataset: Dataset, test_dataset: Datas
     head = accelerator.unwrap_model(fc) if accelerator is not None else fc
     logits, labels = extract_features(nn.Sequential(encoder, head), test_dataset, batch_size=cfg.batch_size // world,
                                       num_workers=num_workers, accelerator=accelerator, device=device)
-    return {**_evaluate_logits(logits, labels), "train_loss": train_loss, "num_classes": num_classes}
+    out = {**_evaluate_logits(logits, labels), "train_loss": train_loss, "num_classes": num_classes}
+    return {**out, "classifier": head} if return_classifier else out
 
 
 def dataset_num_classes(dataset: Any) -> int:
