@@ -96,6 +96,9 @@ def _eval_namespace(argv: list[str], options: Mapping[str, Any]) -> argparse.Nam
             raise ReproduceError(f"Evaluation option {key!r} is not an `ssl-zoo eval` option; fix the recipe's "
                                  f"EvalProtocol.options.")
         setattr(args, key, list(value) if isinstance(value, tuple) else value)
+    from .evaluation.cli import _validate
+
+    _validate(args)  # the checks and protocol defaults `ssl-zoo eval` applies (e.g. the probe's lr 30)
     return args
 
 

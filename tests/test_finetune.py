@@ -201,9 +201,9 @@ def test_transfer_selects_the_cell_that_learns_and_records_the_grid(model_dir, t
     assert result["metrics"]["top1"] > 50
 
 
-def test_transfer_rejects_a_fixed_lr(model_dir, tmp_path):
-    with pytest.raises(SystemExit):
-        main(_args(model_dir, tmp_path / "x.json", "--lr", "0.1"), protocol="transfer")
+def test_transfer_rejects_a_fixed_lr(model_dir, tmp_path, capsys):
+    assert main(_args(model_dir, tmp_path / "x.json", "--lr", "0.1"), protocol="transfer") == 2
+    assert "--grid-lr" in capsys.readouterr().err
 
 
 # -------------------------------------------------------------------------------- crop robustness
@@ -245,8 +245,7 @@ def test_crop_robustness_cli_with_a_linear_probe(model_dir, tmp_path):
         ["top1_center", "top1_random_0.08-1", "top1_random_0.2-1", "top1_random_0.5-1"]
     assert result["settings"]["tests"] == ["center", "random_0.08-1", "random_0.2-1", "random_0.5-1"]
     assert "cached features" in result["settings"]["classifier"]
-    with pytest.raises(SystemExit):
-        main(_args(model_dir, out, "--crop-scales", "0.5"), protocol="crop-robustness")
+    assert main(_args(model_dir, out, "--crop-scales", "0.5"), protocol="crop-robustness") == 2
     assert main(_args(model_dir, out, "--head", str(tmp_path / "missing.safetensors")),
                 protocol="crop-robustness") == 2
 

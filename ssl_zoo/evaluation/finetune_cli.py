@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..errors import UserInputError
+
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
@@ -57,14 +59,14 @@ def fill_defaults(args: argparse.Namespace) -> None:
     protocol = args.protocol
     linear_like = protocol == "linear" or (protocol == "crop-robustness" and args.head is None)
     if protocol == "finetune" and args.split_file is not None and args.label_fraction != 1.0:
-        raise SystemExit("error: give --split-file or --label-fraction, not both.")
+        raise UserInputError("give --split-file or --label-fraction, not both.")
     if protocol == "transfer" and (args.lr is not None or args.weight_decay is not None):
-        raise SystemExit("error: transfer selects lr and weight decay from --grid-lr / --grid-wd; drop --lr / "
+        raise UserInputError("transfer selects lr and weight decay from --grid-lr / --grid-wd; drop --lr / "
                          "--weight-decay.")
     if protocol == "transfer" and not 0.0 < args.val_fraction < 1.0:
-        raise SystemExit(f"error: --val-fraction must be in (0, 1), got {args.val_fraction}.")
+        raise UserInputError(f"--val-fraction must be in (0, 1), got {args.val_fraction}.")
     if protocol == "crop-robustness" and args.head is not None and args.cached_features:
-        raise SystemExit("error: --cached-features trains a linear probe; with --head there is none to train.")
+        raise UserInputError("--cached-features trains a linear probe; with --head there is none to train.")
     if linear_like:
         args.epochs = 100 if args.epochs is None else args.epochs
         args.lr = 30.0 if args.lr is None else args.lr
@@ -73,16 +75,16 @@ def fill_defaults(args: argparse.Namespace) -> None:
         args.weight_decay = 0.0 if args.weight_decay is None else args.weight_decay
     args.crop_scale_ranges = [_parse_scale(s) for s in args.crop_scales]
     if protocol == "crop-robustness" and not args.crop_scale_ranges and not args.center:
-        raise SystemExit("error: nothing to test: give --crop-scales or drop --no-center.")
+        raise UserInputError("nothing to test: give --crop-scales or drop --no-center.")
 
 
 def _parse_scale(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise SystemExit(f"error: --crop-scales takes LOW,HIGH pairs such as 0.08,1; got {text!r}.") from None
+        raise UserInputError(f"--crop-scales takes LOW,HIGH pairs such as 0.08,1; got {text!r}.") from None
     if not 0.0 < lo <= hi <= 1.0:
-        raise SystemExit(f"error: a crop scale range needs 0 < LOW <= HIGH <= 1, got {text!r}.")
+        raise UserInputError(f"a crop scale range needs 0 < LOW <= HIGH <= 1, got {text!r}.")
     return lo, hi
 
 
