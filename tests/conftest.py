@@ -50,3 +50,18 @@ def launch_two_cpu_processes():
         return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
     return run
+
+
+def make_digit_folder(root, per_class: int, classes: int = 4):
+    """Real scans from scikit-learn's digits as a class-per-folder tree: root/class_<c>/<j>.png, 32 px RGB."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for cls in range(classes):
+        (root / f"class_{cls}").mkdir(parents=True, exist_ok=True)
+        for j, idx in enumerate(np.flatnonzero(digits.target == cls)[:per_class]):
+            img = (digits.images[idx] * (255 / 16)).astype(np.uint8)
+            Image.fromarray(img).resize((32, 32), Image.BILINEAR).convert("RGB").save(root / f"class_{cls}" / f"{j}.png")
+    return root

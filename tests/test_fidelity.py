@@ -17,6 +17,7 @@ from torch import nn
 import ssl_zoo
 from ssl_zoo.batchnorm import CpuSyncBatchNorm, SplitBatchNorm2d, batchnorm_groups, convert_split_batchnorm
 from ssl_zoo.train import build_optimizer, build_param_groups, per_process_batch_size
+from conftest import make_digit_folder
 
 TINY = {"arch": "test_resnet", "model_args": {}}
 
@@ -135,18 +136,7 @@ SCRIPT = textwrap.dedent("""
 @pytest.fixture(scope="module")
 def digit_folder(tmp_path_factory) -> Path:
     """64 digit scans (4 classes x 16) as 32 px RGB PNGs in class folders."""
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    root = tmp_path_factory.mktemp("digits64")
-    for cls in range(4):
-        (root / f"c{cls}").mkdir()
-        for j, idx in enumerate(np.flatnonzero(digits.target == cls)[:16]):
-            img = (digits.images[idx] * (255 / 16)).astype(np.uint8)
-            Image.fromarray(img).resize((32, 32)).convert("RGB").save(root / f"c{cls}" / f"{j}.png")
-    return root
+    return make_digit_folder(tmp_path_factory.mktemp("digits64"), per_class=16)
 
 
 def test_two_processes_keep_groups_sync_simsiam_and_the_one_process_run(tmp_path: Path, digit_folder: Path,

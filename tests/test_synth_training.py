@@ -11,6 +11,7 @@ from ssl_zoo.decoder_pretrain import (DecoderPretraining, build_pretraining_meth
                                       pretrain_decoder, pretraining_overrides)
 from ssl_zoo.factory import create_backbone, create_method
 from ssl_zoo.recipe import get_recipe
+from conftest import make_digit_folder
 
 TINY = {"arch": "test_resnet", "batch_size": 16, "num_workers": 0}
 TINY_BASE = {"queue_size": 64, "proj_dim": 16, "temperature": 0.2, "momentum": 0.99}
@@ -89,18 +90,7 @@ def test_two_processes(tmp_path, launch_two_cpu_processes):
 @pytest.fixture(scope="module")
 def digit_folder(tmp_path_factory) -> Path:
     """32 digit scans (4 classes x 8) as 32 px RGB PNGs: 2 optimiser steps per epoch at batch 16."""
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    root = tmp_path_factory.mktemp("digits32")
-    for cls in range(4):
-        (root / f"c{cls}").mkdir()
-        for j, idx in enumerate(np.flatnonzero(digits.target == cls)[:8]):
-            img = (digits.images[idx] * (255 / 16)).astype(np.uint8)
-            Image.fromarray(img).resize((32, 32)).convert("RGB").save(root / f"c{cls}" / f"{j}.png")
-    return root
+    return make_digit_folder(tmp_path_factory.mktemp("digits32"), per_class=8)
 
 
 CHAIN = {"arch": "test_resnet", "model_args": {}, "base_args": TINY_BASE, "bank_size": 64,

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 import ssl_zoo
@@ -23,6 +22,7 @@ from ssl_zoo.cli import main as cli_main
 from ssl_zoo.methods.moco import MoCoV2
 from ssl_zoo.train import (NonFiniteLossError, build_optimizer, build_param_groups, build_scheduler,
                            parse_overrides, resolve_recipe, scaled_lr, train)
+from conftest import make_digit_folder
 
 RECIPE = "moco_v2_r18_digits"
 SMALL = {"queue_size": 64}
@@ -35,16 +35,7 @@ RUN = dict(batch_size=16, num_workers=0, progress_bar=False, overrides=TINY)
 @pytest.fixture(scope="module")
 def digit_folder(tmp_path_factory) -> Path:
     """40 real digit scans (4 classes x 10) as 32 px RGB PNGs in class folders."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    root = tmp_path_factory.mktemp("digits_folder")
-    for cls in range(4):
-        (root / f"class_{cls}").mkdir()
-        for j, idx in enumerate(np.flatnonzero(digits.target == cls)[:10]):
-            img = (digits.images[idx] * (255 / 16)).astype(np.uint8)
-            Image.fromarray(img).resize((32, 32), Image.BILINEAR).convert("RGB").save(root / f"class_{cls}" / f"{j}.png")
-    return root
+    return make_digit_folder(tmp_path_factory.mktemp("digits_folder"), per_class=10)
 
 
 # -- pure rules --------------------------------------------------------------------------------------

@@ -15,10 +15,8 @@ import textwrap
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import ssl_zoo
 from ssl_zoo.checkpoint import load_checkpoint, save_checkpoint
@@ -27,6 +25,7 @@ from ssl_zoo.export import NonFiniteWeightsError, save_encoder
 from ssl_zoo.methods.moco import MoCoV2
 from ssl_zoo.runfolder import LOCK_NAME, RunFolderError, trim_log
 from ssl_zoo.train import resolve_recipe, train
+from conftest import make_digit_folder
 
 RECIPE = "moco_v2_r18_digits"
 TINY = {"queue_size": 64, "arch": "test_resnet", "model_args": {}, "bn_group_size": 8}
@@ -38,16 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def digit_folder(tmp_path_factory) -> Path:
     """40 real digit scans (4 classes x 10) as 32 px RGB PNGs in class folders."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    root = tmp_path_factory.mktemp("digits_folder")
-    for cls in range(4):
-        (root / f"class_{cls}").mkdir()
-        for j, idx in enumerate(np.flatnonzero(digits.target == cls)[:10]):
-            img = (digits.images[idx] * (255 / 16)).astype(np.uint8)
-            Image.fromarray(img).resize((32, 32), Image.BILINEAR).convert("RGB").save(root / f"class_{cls}" / f"{j}.png")
-    return root
+    return make_digit_folder(tmp_path_factory.mktemp("digits_folder"), per_class=10)
 
 
 def _log(run_dir: Path) -> list[dict]:

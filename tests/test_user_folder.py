@@ -4,26 +4,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import ssl_zoo
 from ssl_zoo.cli import main as cli_main
+from conftest import make_digit_folder
 
 
 @pytest.fixture(scope="module")
 def flat_folder(tmp_path_factory) -> Path:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    root = tmp_path_factory.mktemp("my_images")
-    for cls in range(4):
-        (root / f"class_{cls}").mkdir()
-        for j, idx in enumerate(np.flatnonzero(digits.target == cls)[:10]):
-            img = (digits.images[idx] * (255 / 16)).astype(np.uint8)
-            Image.fromarray(img).resize((32, 32)).convert("RGB").save(root / f"class_{cls}" / f"{j}.png")
-    return root
+    return make_digit_folder(tmp_path_factory.mktemp("my_images"), per_class=10)
 
 
 @pytest.fixture(scope="module")
