@@ -370,6 +370,41 @@ def _collective_timeout_error(accelerator, timeout_s: float, ckpt_path: Path) ->
         f"with --resume). If steps can legitimately take longer, raise --collective-timeout.")
 
 
+def online_knn_datasets(recipe: Recipe, data: str | None) -> tuple[Dataset, Dataset]:
+    """The labelled (bank, queries) pair for --knn-every: the recipe dataset's train and test splits, eval view."""
+    from .data import create_dataset
+    from .transforms import build_view_transform
+
+    transform = build_view_transform("eval", recipe.augment)
+    try:
+        return tuple(create_dataset(recipe.dataset, root=data, split=split, transform=transform)  # type: ignore
+                     for split in ("train", "test"))
+    except (ValueError, FileNotFoundError) as exc:
+        raise UserInputError(f"--knn-every needs labelled 'train' and 'test' splits of {recipe.dataset!r}: "
+                             f"{' '.join(str(exc).split())}") from None
+
+
+def online_knn(encoder: nn.Module, sets: tuple[Dataset, Dataset], accelerator, log) -> dict[str, float]:
+    """k-NN top-1 (k = 20, T = 0.07, as benchmarks/knn.py) of the current encoder, and the collapse monitor:
+    the mean per-dimension std of the l2-normalised test features (about 1/sqrt(d) when healthy, SimSiam
+    Fig. 2; warned about below a tenth of that)."""
+    import torch.nn.functional as F
+
+    from .evaluation import extract_features, knn_accuracy
+
+    bank, queries = sets
+    bank_x, bank_y = extract_features(encoder, bank, batch_size=256, accelerator=accelerator)
+    test_x, test_y = extract_features(encoder, queries, batch_size=256, accelerator=accelerator)
+    top1 = 100 * knn_accuracy(bank_x, bank_y, test_x, test_y, k=min(20, len(bank_x)), temperature=0.07,
+                              num_classes=int(max(bank_y.max(), test_y.max())) + 1)
+    std = float(F.normalize(test_x, dim=1).std(dim=0).mean())
+    healthy = 1.0 / math.sqrt(test_x.shape[1])
+    if std < 0.1 * healthy:
+        log(f"warning: the features are collapsing: per-dimension std {std:.2e} of normalised features, "
+            f"healthy is about {healthy:.2e} (1/sqrt(d)). Lower the lr or check the method's settings.")
+    return {"knn_top1": top1, "feature_std": std}
+
+
 def _run_warnings(recipe: Recipe, method: nn.Module, num_images: int, steps_per_epoch: int,
                   accelerator) -> list[str]:
     """Settings that run but rarely do what the user wants: said once on the console, never silently."""
@@ -445,7 +480,8 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
           log_with: str | Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
           method: nn.Module | None = None, log_every: int = 10, dataset: Dataset | None = None,
           progress_bar: bool = True, on_error: str = "raise", overwrite: bool = False,
-          collective_timeout: float | None = None, channels_last: bool | None = None) -> dict[str, Any]:
+          collective_timeout: float | None = None, channels_last: bool | None = None,
+          knn_every: int | None = None) -> dict[str, Any]:
     """Train a recipe (or a pre-built ``method``) and export its encoder; returns a summary dict.
 
     ``lr`` replaces the recipe's ``base_lr`` (still scaled by global batch / lr_batch_denom).
@@ -476,6 +512,8 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
     if log_every < 1:
         raise UserInputError(f"--log-every must be >= 1 (optimiser steps between log lines), got {log_every}.")
     check_trackers(log_with)
+    if knn_every is not None and knn_every < 1:
+        raise UserInputError(f"--knn-every must be >= 1 (epochs between k-NN evaluations), got {knn_every}.")
     out_dir = Path(output) if output is not None else Path("runs") / recipe.name
     ckpt_path = out_dir / CHECKPOINT_NAME
     # The embedded digits need no folder: a folder given to a digits recipe is a user's own images.
@@ -553,6 +591,7 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
         raise ValueError(f"The training set has {len(train_set)} images, fewer than one optimiser step needs "
                          f"(global batch {global_batch} = {per_process_batch} x {world} processes x grad_accum "
                          f"{grad_accum}). Lower --batch-size.")
+    online_sets = online_knn_datasets(recipe, data) if knn_every else None
     for note in _run_warnings(recipe, method, len(train_set), steps_per_epoch, accelerator):
         log(f"warning: {note}")
     total_steps = recipe.train.epochs * steps_per_epoch
@@ -709,6 +748,10 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
                 epoch += 1
                 micro_done = 0
                 means = {f"epoch_{k}": v / max(n_epoch, 1) for k, v in epoch_sums.items()}
+                if knn_every and epoch % knn_every == 0:
+                    means.update(online_knn(unwrapped.encoder, online_sets, accelerator, log))
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}", knn=f"{means['knn_top1']:.1f}")
                 write_log({"step": step, "epoch": epoch, **means, "lr": optimizer.param_groups[0]["lr"]})
                 checkpoint(0)
     except RuntimeError as exc:
@@ -782,6 +825,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="NHWC memory format for the model and batches (default: on for CUDA, off on CPU, where "
                              "it pays only from ~64 px)")
+    parser.add_argument("--knn-every", type=int, default=None, metavar="N",
+                        help="every N epochs: k-NN top-1 (k=20) on the dataset's test split and the collapse "
+                             "monitor, logged to log.jsonl, the progress bar and trackers")
     parser.add_argument("--grad-accum", type=int, default=1,
                         help="micro-steps per optimiser step; the global --batch-size is split over them (default 1)")
     parser.add_argument("--seed", type=int, default=0,
@@ -807,7 +853,8 @@ def run_cli(args: argparse.Namespace) -> int:
                        grad_accum=args.grad_accum, seed=args.seed, num_workers=args.num_workers,
                        max_steps=args.max_steps, log_with=args.log_with, overrides=overrides,
                        log_every=args.log_every, on_error=args.on_error, overwrite=args.overwrite,
-                       collective_timeout=args.collective_timeout, channels_last=args.channels_last)
+                       collective_timeout=args.collective_timeout, channels_last=args.channels_last,
+                       knn_every=args.knn_every)
     except SslZooError as exc:  # divergence / stalled peer exit 1, every other user error 2
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code

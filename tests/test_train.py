@@ -306,3 +306,31 @@ def test_scalars_are_one_host_copy() -> None:
 
     out = {"loss": torch.tensor(1.5, requires_grad=True) * 1, "pos_sim": torch.tensor([0.25, 0.75]), "note": "x"}
     assert _scalars(out) == {"loss": 1.5, "pos_sim": 0.5}
+
+
+def test_online_knn_and_collapse_monitor_are_logged_every_n_epochs(tmp_path: Path) -> None:
+    """--knn-every 1 on the embedded digits: k-NN top-1 and the feature-std monitor at each epoch end."""
+    train(RECIPE, epochs=2, max_steps=None, output=tmp_path, knn_every=1, **{**RUN, "batch_size": 512})
+    epochs = [r for r in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines()) if "epoch_loss" in r]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    for record in epochs:
+        assert 0 <= record["knn_top1"] <= 100 and record["feature_std"] > 0
+    with pytest.raises(ValueError, match="--knn-every"):
+        train(RECIPE, epochs=1, output=tmp_path / "x", knn_every=0, **RUN)
+
+
+def test_collapse_monitor_warns_on_constant_features(capsys) -> None:
+    from ssl_zoo.data import create_dataset
+    from ssl_zoo.train import online_knn
+
+    class Collapsed(torch.nn.Module):
+        num_features = 8
+
+        def forward(self, x):
+            return torch.ones(x.shape[0], 8)
+
+    ds = create_dataset("digits", split="test", transform=lambda im: torch.zeros(3, 8, 8))
+    from accelerate import Accelerator
+    out = online_knn(Collapsed(), (ds, ds), Accelerator(cpu=True), print)
+    assert out["feature_std"] == pytest.approx(0.0, abs=1e-6)
+    assert "collapsing" in capsys.readouterr().out
