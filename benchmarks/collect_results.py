@@ -26,6 +26,8 @@ SECTIONS = [
     ("Synthesized pairs (synth) on MoCo v2: variants vs the base, same budget",
      ["synth_digits.md", "synth_digits_steptime.md", "synth_steptime_notes.md", "synth_step_profile.md",
       "synth_digits_grid.png", "synth_digits_notes.md"]),
+    ("The embedded benchmark `digits_textures` (64 px): MoCo v2, one seed",
+     ["digits_textures_moco_seed0.md", "digits_textures_notes.md"]),
     ("Data pipeline vs training step throughput", ["data_pipeline.md"]),
     ("BatchNorm groups split inside one pass vs one group (MoCo v2, LeOCLR)",
      ["bn_groups_32px.md", "bn_groups_64px.md", "bn_groups_notes.md"]),

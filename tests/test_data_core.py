@@ -232,3 +232,19 @@ def test_file_paths_survive_packing_and_subsets(tmp_path):
     part = ds.subset([5, 0])
     assert part.paths == [ds.paths[5], ds.paths[0]] and part.targets == [1, 0]
     assert np.asarray(part[0][0])[0, 0, 0] == 160
+
+
+def test_digits_textures_is_a_frozen_64px_benchmark():
+    """The embedded CPU benchmark (issue 14): digits on real photo/texture patches, identical for everyone."""
+    from ssl_zoo.data.digits import digits_arrays
+    from ssl_zoo.data.digits_textures import digits_textures_arrays
+
+    images, labels, splits = digits_textures_arrays()
+    again, _, _ = digits_textures_arrays.__wrapped__()  # regenerated from scratch: the same pixels
+    assert images.shape == (1797, 64, 64, 3) and images.dtype == np.uint8 and np.array_equal(images, again)
+    _, digit_labels, digit_splits = digits_arrays()
+    assert np.array_equal(labels, digit_labels)
+    assert all(np.array_equal(splits[s], digit_splits[s]) for s in ("train", "test"))
+    assert images.reshape(len(images), -1).std(axis=1).min() > 5  # textured, not blank backgrounds
+    train = create_dataset("digits_textures", split="train")
+    assert len(train) == 1257 and train[0][0].size == (64, 64)

@@ -4,3 +4,4 @@ from . import simsiam  # noqa: F401
 from . import leoclr  # noqa: F401
 from . import synth  # noqa: F401
 from . import simclr  # noqa: F401
+from . import digits_textures  # noqa: F401  (after the digits recipes it derives from)
