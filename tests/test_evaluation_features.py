@@ -123,6 +123,10 @@ def _distributed_worker(out_path: str, model_dir: str) -> None:
     # The benchmark entry point on the same Accelerate state, as under `accelerate launch`.
     assert main(cli_args(model_dir, out_path + ".knn.json", "--k", "3", "20"), protocol="knn") == 0
     assert main(cli_args(model_dir, out_path + ".retrieval.json"), protocol="retrieval") == 0
+    # Leave together: a process that exits while gloo's threads of the other still talk to it can abort
+    # ("terminate called without an active exception").
+    accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()
 
 
 def _spawn_launcher(function, args=(), num_processes: int = 2) -> None:
