@@ -71,20 +71,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
     module, _, runner, _ = COMMANDS[args.command]
-    from .errors import SslZooError
+    from .errors import SslZooError, report_user_error
 
     try:
         return int(getattr(importlib.import_module(module), runner)(args) or 0)
     except SslZooError as exc:  # the one place user errors become a line and an exit code
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
-        return exc.exit_code
+        return report_user_error(exc)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

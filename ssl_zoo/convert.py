@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-from .errors import SslZooError
+from .errors import SslZooError, one_line, report_user_error
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -53,7 +52,7 @@ def load_upstream(path: str | Path) -> dict[str, Any]:
         try:
             return dict(load_file(str(path), device="cpu"))
         except Exception as exc:  # SafetensorError: bad header, truncated data
-            raise ConversionError(f"{path} is not a readable safetensors file ({' '.join(str(exc).split())}): it is "
+            raise ConversionError(f"{path} is not a readable safetensors file ({one_line(exc)}): it is "
                                   f"truncated or corrupted. Download or export it again.") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -243,8 +242,7 @@ def run_cli(args: argparse.Namespace) -> int:
         out = convert_checkpoint(args.src, args.source, args.out, arch=args.arch, recipe=args.recipe,
                                  method=args.method, model_args=args.model_args)
     except (ConversionError, ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"error: ssl-zoo convert: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return report_user_error(exc, prefix="ssl-zoo convert: ")
     from .export import read_encoder_config
 
     cfg = read_encoder_config(out)

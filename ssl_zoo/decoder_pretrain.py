@@ -167,20 +167,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from .errors import SslZooError
-    from .train import one_line, parse_overrides
+    from .errors import SslZooError, report_user_error
+    from .train import parse_overrides
 
     try:
         result = pretrain_decoder(args.recipe, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
                                   lr=args.lr, output=args.output, resume=args.resume, max_steps=args.max_steps,
                                   overrides=parse_overrides(args.overrides), num_workers=args.num_workers,
                                   seed=args.seed)
-    except SslZooError as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return exc.exit_code
-    except (ValueError, TypeError, KeyError, OSError, RuntimeError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+    except (SslZooError, ValueError, TypeError, KeyError, OSError, RuntimeError) as exc:
+        return report_user_error(exc)
     if result["interrupted"]:
         return 3
     print(f"Decoder saved to {result['decoder']}. Use it with: ssl-zoo train {args.recipe} "

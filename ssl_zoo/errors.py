@@ -7,6 +7,9 @@ exception is a bug and keeps its traceback. docs/troubleshooting.md lists them.
 """
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 
 class SslZooError(Exception):
     """An error caused by the input (arguments, files, data, network), explained in one line."""
@@ -22,4 +25,17 @@ class CheckpointError(SslZooError, RuntimeError):
     """A training checkpoint that cannot be read or written."""
 
 
-__all__ = ["SslZooError", "UserInputError", "CheckpointError"]
+def one_line(message: object) -> str:
+    """A message on one line (some libraries put newlines in theirs)."""
+    return " ".join(str(message).split())
+
+
+def report_user_error(exc: BaseException, prefix: str = "", scrub: Callable[[str], str] | None = None) -> int:
+    """Print ``error: PREFIX<message>`` as one stderr line and return the exit code: the error's own
+    ``exit_code`` for an ``SslZooError``, 2 for any other error a caller decided is the user's."""
+    message = scrub(str(exc)) if scrub is not None else str(exc)
+    print(f"error: {prefix}{one_line(message)}", file=sys.stderr)
+    return exc.exit_code if isinstance(exc, SslZooError) else 2
+
+
+__all__ = ["SslZooError", "UserInputError", "CheckpointError", "one_line", "report_user_error"]

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CHECKPOINT_NAME
-from .errors import SslZooError
+from .errors import SslZooError, one_line, report_user_error
 from .export import (CONFIG_NAME, WEIGHTS_NAME, NonFiniteWeightsError, describe_non_finite, non_finite_tensors,
                      read_encoder_config, save_encoder)
 from .recipe import Recipe, WeightsCfg
@@ -962,14 +962,13 @@ def run_push(args: argparse.Namespace) -> int:
                            include_training_state=args.include_training_state, results=args.results,
                            run_results=args.run_results)
     except (SslZooError, ValueError, OSError) as exc:  # NaN/inf weights: exit 1 (a diverged model), else 2
-        print(f"error: ssl-zoo push: {' '.join(_scrub(str(exc), token).split())}", file=sys.stderr)
-        return exc.exit_code if isinstance(exc, SslZooError) else 2
+        return report_user_error(exc, prefix="ssl-zoo push: ", scrub=lambda text: _scrub(text, token))
     except Exception as exc:  # httpx transport errors (unreachable host) are not OSErrors
         network = ("httpx", "httpcore", "huggingface_hub", "requests", "urllib3")
         if not any(cls.__module__.startswith(network) for cls in type(exc).__mro__):
             raise
         print(f"error: ssl-zoo push: cannot reach the Hub ({type(exc).__name__}: "
-              f"{' '.join(_scrub(str(exc), token).split())}). Check --endpoint / HF_ENDPOINT and the network.",
+              f"{one_line(_scrub(str(exc), token))}). Check --endpoint / HF_ENDPOINT and the network.",
               file=sys.stderr)
         return 2
     weights = find_model_dir(args.run_dir) / WEIGHTS_NAME

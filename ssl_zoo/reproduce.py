@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .errors import SslZooError
+from .errors import SslZooError, report_user_error
 from .recipe import EvalProtocol, Recipe
 
 STATE_NAME = "reproduce.json"
@@ -394,9 +393,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from .data import UnreadableImageError
-    from .hub import WeightsError
-    from .train import NonFiniteLossError, parse_overrides
+    from .train import parse_overrides
 
     try:
         result = reproduce(args.recipe, data=args.data, eval_data=args.eval_data, output=args.output, push=args.push,
@@ -404,12 +401,8 @@ def run_cli(args: argparse.Namespace) -> int:
                            eval_epochs=args.eval_epochs, eval_batch_size=args.eval_batch_size,
                            overrides=parse_overrides(args.overrides), seed=args.seed, num_workers=args.num_workers,
                            stop_after=args.stop_after, endpoint=args.endpoint, private=args.private)
-    except SslZooError as exc:  # a diverged run exits 1, every other user error 2
-        print(f"error: {' '.join(_scrub(str(exc)).split())}", file=sys.stderr)
-        return exc.exit_code
-    except (ValueError, TypeError, KeyError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+    except (SslZooError, ValueError, TypeError, KeyError, OSError) as exc:  # a diverged run exits 1, the rest 2
+        return report_user_error(exc, scrub=_scrub)
 
     return 3 if result["interrupted"] else 0
 

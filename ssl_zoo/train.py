@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from .checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_checkpoint, resolve_checkpoint_path,
                          restore_rng_state, save_checkpoint)
 from .distributed import CollectiveTimeoutError, collective_timeout_seconds, is_collective_timeout
-from .errors import SslZooError, UserInputError
+from .errors import SslZooError, UserInputError, one_line, report_user_error
 from .export import NonFiniteWeightsError, describe_non_finite, non_finite_tensors
 from .recipe import Recipe, get_recipe
 from .runfolder import (RunFolderError, RunLock, check_run_folder, clean_stale_temp_files, hold_until_return,
@@ -381,7 +381,7 @@ def online_knn_datasets(recipe: Recipe, data: str | None) -> tuple[Dataset, Data
                      for split in ("train", "test"))
     except (ValueError, FileNotFoundError) as exc:
         raise UserInputError(f"--knn-every needs labelled 'train' and 'test' splits of {recipe.dataset!r}: "
-                             f"{' '.join(str(exc).split())}") from None
+                             f"{one_line(exc)}") from None
 
 
 def online_knn(encoder: nn.Module, sets: tuple[Dataset, Dataset], accelerator, log) -> dict[str, float]:
@@ -855,19 +855,11 @@ def run_cli(args: argparse.Namespace) -> int:
                        log_every=args.log_every, on_error=args.on_error, overwrite=args.overwrite,
                        collective_timeout=args.collective_timeout, channels_last=args.channels_last,
                        knn_every=args.knn_every)
-    except SslZooError as exc:  # divergence / stalled peer exit 1, every other user error 2
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return exc.exit_code
-    # timm's unknown model_args (TypeError), --output under a file or read-only (OSError)
-    except (ValueError, TypeError, KeyError, OSError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return 2
+    # SslZooError (divergence / stalled peer exit 1, the rest 2); timm's unknown model_args (TypeError);
+    # --output under a file or read-only (OSError)
+    except (SslZooError, ValueError, TypeError, KeyError, OSError) as exc:
+        return report_user_error(exc)
     return 3 if result["interrupted"] else 0
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line (some libraries put newlines in theirs)."""
-    return " ".join(str(exc).split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

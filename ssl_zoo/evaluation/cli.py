@@ -175,16 +175,17 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run one benchmark; the main process writes the JSON / Markdown. Returns the exit code."""
     from accelerate import Accelerator
 
+    from ..errors import one_line, report_user_error
+
     try:
         _validate(args)
     except _user_errors() as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        return report_user_error(exc)
     accelerator = Accelerator(cpu=args.cpu)
     try:
         result = run_benchmark(args, accelerator)
     except _user_errors() as exc:
-        accelerator.print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        accelerator.print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     if accelerator.is_main_process:
         row = markdown_row(result)
