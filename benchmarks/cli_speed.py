@@ -12,7 +12,6 @@ imports were made lazy.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -61,16 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{"command": name, "median_s": round(statistics.median(ts), 3), "min_s": round(min(ts), 3),
              "max_s": round(max(ts), 3)} for name, ts in times.items()]
 
-    from ssl_zoo.report import command_line, machine_info  # after timing: torch is not loaded while we measure
+    # after timing: torch is not loaded while we measure
+    from ssl_zoo.report import command_line, machine_info, write_report
 
     info = {"machine": machine_info(), "repeats": args.repeats, "results": rows,
             "command": command_line("python benchmarks/cli_speed.py", argv)}
-    text = markdown(info)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(info, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text)
+    write_report(markdown(info), info, markdown=args.markdown, json_path=args.json)
     return 0
 
 

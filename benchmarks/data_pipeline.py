@@ -16,7 +16,6 @@ is not counted. No model runs: compare with the training step's images/s on the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from PIL import Image
 import ssl_zoo
 from ssl_zoo.data import build_train_loader, create_dataset
 from ssl_zoo.recipe import AugmentCfg, get_recipe
-from ssl_zoo.report import command_line, machine_info, machine_line
+from ssl_zoo.report import command_line, machine_info, machine_line, write_report
 from ssl_zoo.transforms import build_multiview_transform
 
 SAMPLES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "moon", "page", "text", "clock", "horse",
@@ -114,10 +113,7 @@ def main(argv=None) -> int:
             print(f"training step  MoCo v2 ResNet-18 {size:3d} px batch {batch:3d}: {ips:8.1f} images/s", flush=True)
     info = {"machine": machine_info(), "command": command_line("python benchmarks/data_pipeline.py", argv),
             "results": rows, "train_step": steps}
-    if args.json:
-        args.json.write_text(json.dumps(info, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(markdown(info))
+    write_report(markdown(info), info, markdown=args.markdown, json_path=args.json, echo=False)
     tmp.cleanup()
     return 0
 

@@ -16,7 +16,6 @@ ratios to the matmul. Runs on ``cuda`` when available (``--device`` to choose).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -27,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from ssl_zoo.evaluation.metrics import DEFAULT_CHUNK_SIZE, knn_predict, retrieval_metrics
-from ssl_zoo.report import command_line, machine_info, machine_line
+from ssl_zoo.report import command_line, machine_info, machine_line, write_report
 
 
 def chunked_matmul(queries: torch.Tensor, bank: torch.Tensor, chunk: int, sort: bool = False) -> None:
@@ -131,12 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     info = {"machine": machine_info(), "device": str(device), "chunk_size": chunk, "repeats": args.repeats,
             "threads": torch.get_num_threads(),
             "command": command_line("python benchmarks/eval_speed.py", argv), "results": rows}
-    text = markdown(info)
-    print(text)
-    if args.json:
-        args.json.write_text(json.dumps(info, indent=2) + "\n")
-    if args.markdown:
-        args.markdown.write_text(text)
+    write_report(markdown(info), info, markdown=args.markdown, json_path=args.json)
     return 0
 
 

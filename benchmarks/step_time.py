@@ -21,7 +21,6 @@ warm-up step, and each recipe's ratio to the first one.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ import torch
 
 from ssl_zoo.factory import create_method
 from ssl_zoo.recipe import Recipe, get_recipe
-from ssl_zoo.report import command_line, machine_info, machine_line
+from ssl_zoo.report import command_line, footer_lines, machine_info, machine_line, write_report
 from ssl_zoo.train import build_param_groups, parse_overrides
 
 
@@ -76,7 +75,7 @@ class PlainMomentumContrast:
                 idx = (torch.arange(k.shape[0]) + self.ptr) % self.queue.shape[0]
                 self.queue[idx] = k
                 self.ptr = int((self.ptr + k.shape[0]) % self.queue.shape[0])
-        return float(loss)  # the one host sync a training loop makes to log
+        return float(loss.detach())  # the one host sync a training loop makes to log
 
 
 def time_reference(recipes: dict[str, Recipe], batch: int, steps: int) -> dict[str, float]:
@@ -180,15 +179,10 @@ def main(argv: list[str] | None = None) -> int:
              f"1 warm-up, recipes interleaved):", "", f"| recipe | median step (s) | images/s | vs `{first}` |",
              "|---|---|---|---|"]
     lines += [f"| `{n}` | {t:.3f} | {args.batch_size / t:.1f} | {t / base:.2f}x |" for n, t in medians.items()]
-    lines += ["", machine_line(), "", "Command:", "", f"```\n{command_line('python benchmarks/step_time.py', argv)}\n```", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
-        args.markdown.with_suffix(".json").write_text(json.dumps(
-            {"batch_size": args.batch_size, "image_size": size, "steps": args.steps, "median_s": medians,
-             "machine": machine_info()},
-            indent=2) + "\n")
+    lines += footer_lines("python benchmarks/step_time.py", argv)
+    write_report("\n".join(lines), {"batch_size": args.batch_size, "image_size": size, "steps": args.steps,
+                                    "median_s": medians, "machine": machine_info()},
+                 markdown=args.markdown, json_path=args.markdown.with_suffix(".json") if args.markdown else None)
     return 0
 
 
@@ -232,15 +226,10 @@ def report_reference(recipes: dict[str, Recipe], args: argparse.Namespace, argv:
         ref = medians[label.split(":")[0] + ": plain reference"]
         ratios[label] = ref / t
         lines.append(f"| {label} | {t:.3f} | {args.batch_size / t:.1f} | {ref / t:.2f}x |")
-    lines += ["", machine_line(), "", "Command:", "",
-              f"```\n{command_line('python benchmarks/step_time.py', argv)}\n```", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text)
-        args.markdown.with_suffix(".json").write_text(json.dumps(
-            {"batch_size": args.batch_size, "image_size": size, "steps": args.steps, "median_s": medians,
-             "reference_over_ours": ratios, "machine": machine_info()}, indent=2) + "\n")
+    lines += footer_lines("python benchmarks/step_time.py", argv)
+    write_report("\n".join(lines), {"batch_size": args.batch_size, "image_size": size, "steps": args.steps,
+                                    "median_s": medians, "reference_over_ours": ratios, "machine": machine_info()},
+                 markdown=args.markdown, json_path=args.markdown.with_suffix(".json") if args.markdown else None)
     return 0
 
 

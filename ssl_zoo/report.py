@@ -1,11 +1,13 @@
 """What a measured number needs next to it: the machine it was measured on and the command."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shlex
 import sys
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -28,3 +30,19 @@ def command_line(prog: str, argv: Sequence[str] | None = None) -> str:
     """The command as a user would type it (``prog`` + the arguments this process got)."""
     args = sys.argv[1:] if argv is None else list(argv)
     return " ".join([prog, *map(shlex.quote, args)])
+
+
+def footer_lines(prog: str, argv: Sequence[str] | None = None) -> list[str]:
+    """The machine line and the command block that close every measured Markdown table."""
+    return ["", machine_line(), "", "Command:", "", f"```\n{command_line(prog, argv)}\n```", ""]
+
+
+def write_report(text: str, data: Mapping[str, Any], markdown: str | os.PathLike | None = None,
+                 json_path: str | os.PathLike | None = None, echo: bool = True) -> None:
+    """A benchmark's outputs: print the Markdown ``text`` (``echo``), write it and the JSON ``data`` where asked."""
+    if echo:
+        print(text)
+    if json_path:
+        Path(json_path).write_text(json.dumps(data, indent=2) + "\n")
+    if markdown:
+        Path(markdown).write_text(text)
