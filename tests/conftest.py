@@ -24,8 +24,6 @@ def launch_two_cpu_processes():
     import subprocess
     import sys
 
-    import signal
-
     def run(args: list[str], extra_env: dict[str, str] | None = None,
             timeout: float = 240) -> subprocess.CompletedProcess:
         with socket.socket() as s:
@@ -41,15 +39,32 @@ def launch_two_cpu_processes():
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         finally:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            if proc.returncode is None:
-                proc.communicate()
+            kill_process_group(proc)
         return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
     return run
+
+
+def kill_process_group(proc) -> None:
+    """SIGKILL what is left of a ``start_new_session=True`` process and its children, then reap it."""
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc.returncode is None:
+        proc.communicate()
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """Accelerate keeps one state per process: start and leave each test without one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def make_digit_folder(root, per_class: int, classes: int = 4):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 
 from ssl_zoo.evaluation import extract_features, knn_accuracy, retrieval_metrics
 from ssl_zoo.evaluation.cli import eval_transform, load_encoder, main
@@ -17,11 +16,7 @@ from test_evaluation_features import TINY_DATASET, cli_args, export_tiny_encoder
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 from PIL import Image
 
 from ssl_zoo.data import create_dataset, label_fraction_indices
 from ssl_zoo.evaluation.cli import eval_transform, linear_train_transform, load_encoder, main
-from ssl_zoo.evaluation.finetune import (EncoderWithHead, FinetuneCfg, GlobalBatchSampler, GridCell,
+from ssl_zoo.evaluation.finetune import (FinetuneCfg, GlobalBatchSampler, GridCell,
                                          SeededTransformDataset, default_epochs, evaluate_classifier, finetune,
                                          grid_search, holdout_indices, select_best, split_file_indices)
 from ssl_zoo.evaluation.robustness import crop_robustness, crop_settings, random_crop_transform
@@ -24,11 +23,7 @@ from test_evaluation_features import export_tiny_encoder
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerate_state")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from ssl_zoo.export import NonFiniteWeightsError, save_encoder
 from ssl_zoo.methods.moco import MoCoV2
 from ssl_zoo.runfolder import LOCK_NAME, RunFolderError, trim_log
 from ssl_zoo.train import resolve_recipe, train
-from conftest import make_digit_folder
+from conftest import kill_process_group, make_digit_folder
 
 RECIPE = "moco_v2_r18_digits"
 TINY = {"queue_size": 64, "arch": "test_resnet", "model_args": {}, "bn_group_size": 8}
@@ -303,12 +303,7 @@ def test_sigterm_to_the_process_group_with_workers_checkpoints_and_exits_3(digit
         with pytest.raises(ProcessLookupError):  # no worker outlived the run
             os.killpg(proc.pid, 0)
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if proc.returncode is None:
-            proc.communicate()
+        kill_process_group(proc)
 
 
 # -- 4. a stalled rank ----------------------------------------------------------------------------------------
