@@ -12,6 +12,11 @@ with the transform ``build_multiview_transform(("crop", "crop"), augment)``:
 
 Reports images per second (one image = two views) after one warm-up batch, so worker start-up
 is not counted. No model runs: compare with the training step's images/s on the same machine.
+
+``--device-augment`` adds, per case, the split that ``ssl-zoo train --augment-on-device`` uses: the workers
+do decode + crop + flip only (uint8 views) and the training device does colour jitter, grayscale, blur and
+normalisation on the batch (``ssl_zoo.device_augment``); it reports the workers' images/s and the device
+step's images/s (on this machine's CPU when there is no GPU).
 """
 from __future__ import annotations
 
@@ -60,6 +65,25 @@ def make_jpeg_folder(root: Path, classes: int = 8, per_class: int = 32, size=(50
     return root
 
 
+def measure_device_photometric(augment: AugmentCfg, batch_size: int, batches: int) -> float:
+    """Images/s of ``DeviceViewFinisher`` on two uint8 crop views, on the GPU if there is one, else the CPU."""
+    from ssl_zoo.device_augment import DeviceViewFinisher
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    finisher = DeviceViewFinisher(("crop", "crop"), augment).to(device)
+    size = augment.image_size
+    views = [torch.randint(0, 256, (batch_size, 3, size, size), dtype=torch.uint8, device=device) for _ in range(2)]
+    finisher(views)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(batches):
+        finisher(views)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return batches * batch_size / (time.perf_counter() - start)
+
+
 def measure(dataset, batch_size: int, workers: int, batches: int) -> float:
     """Images per second over ``batches`` batches after one warm-up batch."""
     loader = build_train_loader(dataset, batch_size=batch_size, num_workers=workers, seed=0)
@@ -82,28 +106,40 @@ def main(argv=None) -> int:
     p.add_argument("--batches", type=int, default=10, help="timed batches per case")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--markdown", type=Path, default=None, help="write a table with the machine and command")
+    p.add_argument("--device-augment", action="store_true",
+                   help="also measure geometry-only workers + the batched photometric step on the device")
     p.add_argument("--train-steps", type=int, default=3,
                    help="also time this many MoCo v2 ResNet-18 training steps per size (0: skip)")
     args = p.parse_args(argv)
 
     torch.set_num_threads(1)  # as in a DataLoader worker; the main process's threads belong to the model
     digits_aug = get_recipe("moco_v2_r18_digits").augment
-    cases = [("digits", "32 px, in-memory", 128, lambda: create_dataset(
-        "digits", transform=build_multiview_transform(("crop", "crop"), digits_aug)))]
     tmp = tempfile.TemporaryDirectory()
     folder = make_jpeg_folder(Path(tmp.name) / "jpegs")
-    cases.append(("imagefolder", "224 px, 500x375 JPEG decode", 64, lambda: create_dataset(
-        "imagefolder", folder, transform=build_multiview_transform(("crop", "crop"), AugmentCfg(image_size=224)))))
+    cases = [("digits", "32 px, in-memory", 128, digits_aug, lambda tf: create_dataset("digits", transform=tf)),
+             ("imagefolder", "224 px, 500x375 JPEG decode", 64, AugmentCfg(image_size=224),
+              lambda tf: create_dataset("imagefolder", folder, transform=tf))]
+    splits = (False, True) if args.device_augment else (False,)
 
-    rows = []
-    for name, what, batch, make in cases:
-        ds = make()
-        for w in args.workers:
-            ips = measure(ds, batch, w, args.batches)
-            rows.append({"dataset": name, "case": what, "batch_size": batch, "num_workers": w,
-                         "images_per_s": round(ips, 1)})
-            print(f"{name:12s} {what:30s} batch {batch:4d}  workers {w}: {ips:8.1f} images/s (2 views each)",
-                  flush=True)
+    rows, device_rows = [], []
+    for name, what, batch, augment, make in cases:
+        for on_device in splits:
+            ds = make(build_multiview_transform(("crop", "crop"), augment, photometric_on_device=on_device))
+            work = "decode + crop + flip" if on_device else "full augmentation"
+            for w in args.workers:
+                ips = measure(ds, batch, w, args.batches)
+                rows.append({"dataset": name, "case": what, "workers_do": work, "batch_size": batch,
+                             "num_workers": w, "images_per_s": round(ips, 1)})
+                print(f"{name:12s} {what:30s} {work:22s} batch {batch:4d}  workers {w}: {ips:8.1f} images/s "
+                      f"(2 views each)", flush=True)
+        if args.device_augment:
+            torch.set_num_threads(os.cpu_count() or 1)  # the device step runs in the main process
+            ips = measure_device_photometric(augment, batch, args.batches)
+            torch.set_num_threads(1)
+            device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU, all threads"
+            device_rows.append({"dataset": name, "image_size": augment.image_size, "batch_size": batch,
+                                "device": device, "images_per_s": round(ips, 1)})
+            print(f"{name:12s} device photometric step ({device}) batch {batch}: {ips:8.1f} images/s", flush=True)
     steps = []
     if args.train_steps > 0:
         torch.set_num_threads(os.cpu_count() or 1)  # the model gets every core, as in training
@@ -112,7 +148,7 @@ def main(argv=None) -> int:
             steps.append({"image_size": size, "batch_size": batch, "images_per_s": round(ips, 1)})
             print(f"training step  MoCo v2 ResNet-18 {size:3d} px batch {batch:3d}: {ips:8.1f} images/s", flush=True)
     info = {"machine": machine_info(), "command": command_line("python benchmarks/data_pipeline.py", argv),
-            "results": rows, "train_step": steps}
+            "results": rows, "device_photometric": device_rows, "train_step": steps}
     write_report(markdown(info), info, markdown=args.markdown, json_path=args.json, echo=False)
     tmp.cleanup()
     return 0
@@ -138,9 +174,14 @@ def measure_train_step(image_size: int, batch: int, steps: int) -> float:
 
 
 def markdown(info: dict) -> str:
-    lines = ["| pipeline case | batch | workers | images/s (2 views each) |", "|---|---|---|---|"]
-    lines += [f"| {r['dataset']}, {r['case']} | {r['batch_size']} | {r['num_workers']} | {r['images_per_s']} |"
-              for r in info["results"]]
+    lines = ["| pipeline case | workers do | batch | workers | images/s (2 views each) |", "|---|---|---|---|---|"]
+    lines += [f"| {r['dataset']}, {r['case']} | {r['workers_do']} | {r['batch_size']} | {r['num_workers']} "
+              f"| {r['images_per_s']} |" for r in info["results"]]
+    if info.get("device_photometric"):
+        lines += ["", "| device photometric step (colour, grayscale, blur, normalise; 2 views) | size | batch "
+                  "| device | images/s |", "|---|---|---|---|---|"]
+        lines += [f"| {r['dataset']} | {r['image_size']} px | {r['batch_size']} | {r['device']} | "
+                  f"{r['images_per_s']} |" for r in info["device_photometric"]]
     if info["train_step"]:
         lines += ["", "| training step (MoCo v2, ResNet-18, random views) | batch | images/s |", "|---|---|---|"]
         lines += [f"| {r['image_size']} px | {r['batch_size']} | {r['images_per_s']} |" for r in info["train_step"]]

@@ -29,9 +29,14 @@ def blur_kernel_size(image_size: int) -> int:
     return k if k % 2 == 1 else k + 1
 
 
-def _photometric(cfg: AugmentCfg) -> list[Callable]:
-    """Colour jitter, grayscale, blur and flip, as far as ``cfg.augment_preset`` keeps them."""
+def _photometric(cfg: AugmentCfg, on_device: bool = False) -> list[Callable]:
+    """Colour jitter, grayscale, blur and flip, as far as ``cfg.augment_preset`` keeps them.
+
+    ``on_device``: only the flip; ``ssl_zoo.device_augment`` does the rest on the training device.
+    """
     keep = AUGMENT_PRESETS[cfg.augment_preset]
+    if on_device:
+        keep = keep & {"flip"}
     ops = {
         "color": v2.RandomApply([v2.ColorJitter(*cfg.color_jitter)], p=cfg.color_jitter_p),
         "grayscale": v2.RandomGrayscale(p=cfg.grayscale_p),
@@ -46,11 +51,16 @@ def _finish(cfg: AugmentCfg) -> list[Callable]:
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(cfg.mean, cfg.std)]
 
 
-def build_view_transform(view: str, cfg: AugmentCfg, crop_pct: float | None = None) -> Callable[[Any], torch.Tensor]:
+def build_view_transform(view: str, cfg: AugmentCfg, crop_pct: float | None = None, *,
+                         photometric_on_device: bool = False) -> Callable[[Any], torch.Tensor]:
     """Transform from a PIL image (or uint8 tensor) to a normalised float tensor for one view.
 
-    ``crop_pct`` (eval view only) defaults to ``cfg.eval_crop_pct``.
+    ``crop_pct`` (eval view only) defaults to ``cfg.eval_crop_pct``. ``photometric_on_device`` (training
+    views only): stop after the geometric steps and return a uint8 tensor; ``device_augment.DeviceViewFinisher``
+    does colour, grayscale, blur and normalisation on the batch.
     """
+    if photometric_on_device and view == "eval":
+        raise ValueError("the eval view has no photometric part to move to the device")
     size = cfg.image_size
     crop_pct = cfg.eval_crop_pct if crop_pct is None else crop_pct
     interp = _interpolation(cfg.interpolation)
@@ -58,9 +68,10 @@ def build_view_transform(view: str, cfg: AugmentCfg, crop_pct: float | None = No
         crop = (v2.RandomResizedCrop(size, scale=cfg.crop_scale, interpolation=interp, antialias=True)
                 if "crop" in AUGMENT_PRESETS[cfg.augment_preset] else v2.Resize((size, size), interpolation=interp,
                                                                                  antialias=True))
-        ops = [v2.ToImage(), crop, *_photometric(cfg)]
+        ops = [v2.ToImage(), crop, *_photometric(cfg, photometric_on_device)]
     elif view == "original":
-        ops = [v2.ToImage(), v2.Resize((size, size), interpolation=interp, antialias=True), *_photometric(cfg)]
+        ops = [v2.ToImage(), v2.Resize((size, size), interpolation=interp, antialias=True),
+               *_photometric(cfg, photometric_on_device)]
     elif view == "plain":
         ops = [v2.ToImage(), v2.Resize((size, size), interpolation=interp, antialias=True)]
     elif view == "eval":
@@ -68,7 +79,7 @@ def build_view_transform(view: str, cfg: AugmentCfg, crop_pct: float | None = No
                v2.CenterCrop(size)]
     else:
         raise ValueError(f"Unknown view {view!r}; known views: {', '.join(VIEW_KINDS)}.")
-    return v2.Compose([*ops, *_finish(cfg)])
+    return v2.Compose(ops if photometric_on_device else [*ops, *_finish(cfg)])
 
 
 class MultiViewTransform:
@@ -84,7 +95,10 @@ class MultiViewTransform:
         return f"MultiViewTransform({self.transforms!r})"
 
 
-def build_multiview_transform(view_names: Sequence[str], cfg: AugmentCfg) -> MultiViewTransform:
+def build_multiview_transform(view_names: Sequence[str], cfg: AugmentCfg, *,
+                              photometric_on_device: bool = False) -> MultiViewTransform:
     """One transform per view name; identical view names share one (random) transform object."""
     cache: dict[str, Callable] = {}
-    return MultiViewTransform([cache.setdefault(v, build_view_transform(v, cfg)) for v in view_names])
+    return MultiViewTransform([
+        cache.setdefault(v, build_view_transform(v, cfg, photometric_on_device=photometric_on_device))
+        for v in view_names])
