@@ -14,7 +14,8 @@ Sources:
 - ``solo``: solo-learn Lightning checkpoints (``backbone.*`` with torchvision names)
 - ``torchvision`` / ``timm``: plain ResNet state dicts (classifier dropped)
 
-Legacy pickles are read only with ``torch.load(weights_only=True)``.
+Checkpoints are read by ``ssl_zoo.weights.read_checkpoint`` (legacy pickles only with
+``torch.load(weights_only=True)``) and cut by its ``filter_state_dict``.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import torch
 from torch import nn
 
-from .errors import SslZooError, one_line, report_user_error
+from .errors import SslZooError, report_user_error
+from .weights import WeightsError, classifier_names, filter_state_dict, read_checkpoint, state_dict_of
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -39,50 +41,13 @@ class ConversionError(SslZooError, ValueError):
     """The checkpoint does not match the chosen source layout or architecture."""
 
 
-# -- reading ---------------------------------------------------------------------
-
-def load_upstream(path: str | Path) -> dict[str, Any]:
-    """The checkpoint as a dict: safetensors, or a PyTorch pickle read with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path} does not exist.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return dict(load_file(str(path), device="cpu"))
-        except Exception as exc:  # SafetensorError: bad header, truncated data
-            raise ConversionError(f"{path} is not a readable safetensors file ({one_line(exc)}): it is "
-                                  f"truncated or corrupted. Download or export it again.") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConversionError(
-            f"torch.load(weights_only=True) refused {path}: {exc}. ssl_zoo never unpickles arbitrary Python "
-            f"objects. If you trust the file, re-save just its tensors in a trusted environment, e.g. "
-            f"torch.save(torch.load(path, weights_only=False)['state_dict'], 'state_dict.pt'), and convert that.") from exc
-    if not isinstance(obj, Mapping):
-        raise ConversionError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or state dict.")
-    return dict(obj)
-
-
-def state_dict_of(checkpoint: Mapping[str, Any]) -> StateDict:
-    """The tensors of a checkpoint: its ``state_dict`` / ``model`` entry, or the dict itself."""
-    for key in ("state_dict", "model"):
-        if isinstance(checkpoint.get(key), Mapping):
-            checkpoint = checkpoint[key]
-            break
-    return {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
-
-
 # -- filters: (upstream state dict, target timm model) -> timm backbone keys ----------
 
-def _take_prefix(state: StateDict, prefixes: tuple[str, ...], drop: tuple[str, ...] = ("fc.",)) -> StateDict:
+def _take_prefix(state: StateDict, prefixes: tuple[str, ...], drop: tuple[str, ...] = ("fc",)) -> StateDict:
     """Keys under the first prefix present, with the prefix removed and head keys dropped."""
-    for prefix in prefixes:
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if sub:
-            return {k: v for k, v in sub.items() if not k.startswith(drop)}
+    sub = filter_state_dict(state, prefixes=prefixes, drop=drop)
+    if sub:
+        return sub
     seen = sorted({k.split(".")[0] + ("." + k.split(".")[1] if k.startswith("module.") else "") for k in state})
     raise ConversionError(f"No keys under {' or '.join(repr(p) for p in prefixes)} in this checkpoint (its top-level "
                           f"key groups: {', '.join(seen[:12])}). Is --source right?")
@@ -113,16 +78,12 @@ def filter_lightning_backbone(state: StateDict, model: nn.Module) -> StateDict:
                                       f"{len(children)} children. Is --arch right?")
             key = f"{children[index]}.{match.group(2)}"
         out[key] = value
-    return {k: v for k, v in out.items() if not k.startswith("fc.")}
+    return filter_state_dict(out, drop=("fc",))
 
 
 def filter_classifier(state: StateDict, model: nn.Module) -> StateDict:
     """torchvision / timm ResNet state dicts: the classifier (``fc``, or the arch's ``classifier``) dropped."""
-    heads = ["fc"]
-    classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier")
-    if classifier:
-        heads += [classifier] if isinstance(classifier, str) else list(classifier)
-    return {k: v for k, v in state.items() if not any(k.startswith(h + ".") for h in heads)}
+    return filter_state_dict(state, drop=classifier_names(model))
 
 
 FILTERS: dict[str, Callable[[StateDict, nn.Module], StateDict]] = {
@@ -159,12 +120,12 @@ def split_linear_classifier(state: StateDict, model: nn.Module) -> tuple[StateDi
     """Official linear-probe checkpoints (MoCo's and SimSiam's ``main_lincls.py``): a DDP-wrapped
     torchvision ResNet, ``module.<key>``, whose ``fc`` is the linear classifier. Returns the
     backbone (timm keys, checked like any import) and the classifier (``weight``, ``bias``)."""
-    sub = {k[len("module."):]: v for k, v in state.items() if k.startswith("module.")} or dict(state)
-    head = {k[len("fc."):]: v for k, v in sub.items() if k.startswith("fc.")}
+    sub = filter_state_dict(state, prefixes=("module.",)) or dict(state)
+    head = filter_state_dict(sub, prefixes=("fc.",))
     if set(head) != {"weight", "bias"}:
         raise ConversionError(f"No linear classifier (module.fc.weight and module.fc.bias) in this checkpoint; "
                               f"its fc keys are {sorted(head) or 'none'}. Is it a main_lincls.py checkpoint?")
-    backbone = check_complete({k: v for k, v in sub.items() if not k.startswith("fc.")}, model)
+    backbone = check_complete(filter_state_dict(sub, drop=("fc",)), model)
     return backbone, head
 
 
@@ -181,12 +142,15 @@ def convert_checkpoint(src: str | Path, source: str, out_dir: str | Path, arch: 
     import timm
 
     from .export import save_encoder
-    from .hub import file_digests
+    from .weights import file_digests
     from .recipe import Recipe, get_recipe
 
     if source not in FILTERS:
         raise ValueError(f"Unknown source {source!r}; choose one of {', '.join(FILTERS)}.")
-    checkpoint = load_upstream(src)
+    try:
+        checkpoint = read_checkpoint(src)  # the one reader: safetensors, or a weights_only pickle
+    except WeightsError as exc:
+        raise ConversionError(str(exc)) from None
     rec = None
     if recipe is not None:
         rec = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
@@ -253,7 +217,7 @@ def run_cli(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["ConversionError", "FILTERS", "load_upstream", "state_dict_of", "filter_moco", "filter_simsiam",
+__all__ = ["ConversionError", "FILTERS", "state_dict_of", "filter_moco", "filter_simsiam",
            "filter_lightning_backbone", "filter_classifier", "check_complete", "split_linear_classifier",
            "convert_checkpoint",
            "configure_parser", "run_cli"]

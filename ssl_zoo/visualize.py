@@ -14,7 +14,7 @@ pre-training, or any method's run for Grad-CAM only) or an exported encoder fold
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
+from .export import WEIGHTS_NAME
 from .recipe import Recipe, get_recipe
 
 CELL = 112  # pixels per picture in the grid (small images are enlarged for visibility)
@@ -107,45 +108,46 @@ def load_for_pictures(path: str | Path, recipe: str | Recipe | None = None) -> t
     """(recipe, encoder, synth method or None) from a run folder or an exported encoder folder."""
     path = Path(path)
     from .checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from .weights import build_model, local_source, recipe_source
 
-    if (path / CHECKPOINT_NAME).is_file() or path.suffix == ".pt":
-        ckpt = load_checkpoint(path)
+    run_state = path if path.suffix == ".pt" else path / CHECKPOINT_NAME
+    if run_state.is_file():
+        ckpt = load_checkpoint(run_state)
         rec = _pick_recipe(recipe, Recipe.from_dict(ckpt["recipe"]))
         rec = rec.with_overrides(backbone={"init": None})  # weights come from the checkpoint, never the network
-        state = ckpt["model"]
         if rec.method == "synth":
-            from .factory import create_method
-            method = create_method(rec)
-            if any(k.startswith("base.") for k in state):  # a synth training run: everything
-                method.load_state_dict(state)
-            else:  # a decoder pre-training run: frozen encoder + decoder, the base heads stay random
-                _load_prefixed(method.encoder, state, "encoder.")
-                _load_prefixed(method.decoder, state, "decoder.")
-            method.eval()
-            args = rec.method_args
-            if not args.get("decoder_weights") and int(args.get("decoder_pretrain_epochs", 1)) == 0:
-                import warnings
-                warnings.warn(f"{path}: this run's decoder was never pre-trained (decoder_pretrain_epochs=0) and "
-                              f"learned only through L_rec in {ckpt.get('step', 0)} step(s): the D(h) columns show "
-                              f"an untrained decoder. The paper pre-trains it for 200 epochs.", RuntimeWarning,
-                              stacklevel=2)
-            return rec, method.encoder, method
-        from .factory import create_backbone
-        encoder = create_backbone(rec)
-        _load_prefixed(encoder, state, "encoder.")
-        return rec, encoder.eval(), None
-    if (path / "model.safetensors").is_file():
-        import timm
-        from safetensors.torch import load_file
+            return rec, *_synth_for_pictures(run_state, rec, ckpt)
+        source = recipe_source(rec)  # the encoder from the training state, read by the one loading path
+        source = dataclasses.replace(source, weights=run_state, origin=f"checkpoint {run_state}")
+        return rec, build_model(source, state=ckpt["model"]).eval(), None
+    if not (path / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"{str(path)!r} is neither a run folder (with checkpoint.pt) nor an exported model "
+                                f"folder (with model.safetensors + config.json).")
+    source = local_source(path)
+    return _pick_recipe(recipe, source.recipe), build_model(source).eval(), None
 
-        config = json.loads((path / "config.json").read_text())
-        stored = config.get("ssl_zoo", {}).get("recipe_config")
-        rec = _pick_recipe(recipe, Recipe.from_dict(stored) if stored else None)
-        encoder = timm.create_model(config["architecture"], num_classes=0, **config.get("model_args", {}))
-        encoder.load_state_dict(load_file(str(path / "model.safetensors")))
-        return rec, encoder.eval(), None
-    raise FileNotFoundError(f"{str(path)!r} is neither a run folder (with checkpoint.pt) nor an exported model "
-                            f"folder (with model.safetensors + config.json).")
+
+def _synth_for_pictures(run_state: Path, rec: Recipe, ckpt: dict[str, Any]) -> tuple[nn.Module, Any]:
+    """The encoder and synth method of a synth run, or of its decoder pre-training (encoder + decoder)."""
+    from .factory import create_method
+    from .weights import load_state_dict_strict
+
+    method = create_method(rec)
+    state = ckpt["model"]
+    if any(k.startswith("base.") for k in state):  # a synth training run: everything
+        method.load_state_dict(state)
+    else:  # a decoder pre-training run: frozen encoder + decoder, the base heads stay random
+        load_state_dict_strict(method.encoder, state, source=f"checkpoint {run_state}", prefix="encoder.")
+        load_state_dict_strict(method.decoder, state, source=f"checkpoint {run_state}", prefix="decoder.")
+    method.eval()
+    args = rec.method_args
+    if not args.get("decoder_weights") and int(args.get("decoder_pretrain_epochs", 1)) == 0:
+        import warnings
+        warnings.warn(f"{run_state.parent}: this run's decoder was never pre-trained (decoder_pretrain_epochs=0) and "
+                      f"learned only through L_rec in {ckpt.get('step', 0)} step(s): the D(h) columns show "
+                      f"an untrained decoder. The paper pre-trains it for 200 epochs.", RuntimeWarning,
+                      stacklevel=3)
+    return method.encoder, method
 
 
 def _pick_recipe(given: str | Recipe | None, stored: Recipe | None) -> Recipe:
@@ -154,13 +156,6 @@ def _pick_recipe(given: str | Recipe | None, stored: Recipe | None) -> Recipe:
     if stored is None:
         raise ValueError("The model folder does not record its recipe; pass --recipe NAME.")
     return stored
-
-
-def _load_prefixed(module: nn.Module, state: dict[str, Tensor], prefix: str) -> None:
-    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if not sub:
-        raise ValueError(f"The checkpoint has no '{prefix}*' weights.")
-    module.load_state_dict(sub)
 
 
 # -- the picture ------------------------------------------------------------------------------------

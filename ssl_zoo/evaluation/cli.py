@@ -61,24 +61,16 @@ def load_encoder(spec: str, pretrained: bool = False, checkpoint: str | None = N
 
 
 def _encoder_from_dir(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    import timm
-
-    from ..export import CONFIG_NAME, WEIGHTS_NAME, read_encoder_config
-    from ..hub import find_model_dir, load_state_dict_strict, read_state_dict
+    from ..export import CONFIG_NAME, WEIGHTS_NAME
+    from ..weights import build_model, local_source
 
     if path.is_file():
         raise ValueError(f"--model {path} is a weights file; pass the folder holding {WEIGHTS_NAME} + {CONFIG_NAME}, "
                          f"or a recipe name with --checkpoint {path}.")
-    model_dir = find_model_dir(path)
-    config = read_encoder_config(model_dir)
-    if "architecture" not in config:
-        raise ValueError(f"{model_dir / CONFIG_NAME} has no 'architecture'; it is not an exported ssl_zoo encoder.")
-    encoder = timm.create_model(config["architecture"], pretrained=False, num_classes=0,
-                                **dict(config.get("model_args") or {}))
-    load_state_dict_strict(encoder, read_state_dict(model_dir / WEIGHTS_NAME), source=str(model_dir))
-    encoder.pretrained_cfg = encoder.default_cfg = dict(config.get("pretrained_cfg") or {})
-    recipe = (config.get("ssl_zoo") or {}).get("recipe")
-    return encoder, {"name": recipe or model_dir.name, "source": "local", "checkpoint": str(model_dir)}
+    source = local_source(path)  # an exported model / run folder (or a run's training state)
+    name = (source.config or {}).get("ssl_zoo", {}).get("recipe") or (source.recipe.name if source.recipe else None)
+    model_dir = source.weights.parent if source.weights is not None else path
+    return build_model(source), {"name": name or model_dir.name, "source": "local", "checkpoint": str(model_dir)}
 
 
 # ----------------------------------------------------------------------------------------- transforms

@@ -96,7 +96,7 @@ def _groups(channels: int) -> int:
 
 def load_decoder_weights_(decoder: nn.Module, path: str | Path) -> None:
     """Load a decoder exported by ``ssl-zoo pretrain-decoder`` (``decoder.safetensors``)."""
-    from ..convert import load_upstream  # the one reader: safetensors, or a weights_only pickle
+    from ..weights import read_state_dict  # the one reader: safetensors, or a weights_only pickle
     from ..errors import UserInputError
 
     path = Path(path)
@@ -105,7 +105,7 @@ def load_decoder_weights_(decoder: nn.Module, path: str | Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"Decoder weights {str(path)!r} do not exist. Run `ssl-zoo pretrain-decoder RECIPE "
                                 f"--output DIR` first and pass decoder_weights='DIR/decoder.safetensors'.")
-    state = load_upstream(path)
+    state = read_state_dict(path)
     own = decoder.state_dict()
     bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
     if bad or set(state) - set(own):
