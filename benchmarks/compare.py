@@ -11,12 +11,15 @@ cosine, exp(s / 0.07) votes) and ``ssl_zoo.evaluation.linear.linear_probe_on_fea
 on the test split). Images use the recipe's ``"eval"`` view (Resize(size / 0.875) + CenterCrop).
 Writes JSON (``--json``, default: the Markdown path with ``.json``) and a Markdown table.
 ``--reuse`` skips training for runs whose folder already holds a finished export.
+``--seeds 1 2 3`` repeats everything per seed (runs in ``RUNS/RECIPE/seedS``) and adds a table of the mean and
+the sample standard deviation over the seeds per method, above the per-seed rows.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import shlex
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -75,13 +78,48 @@ def evaluate_encoder(encoder: torch.nn.Module, recipe_name: str, seed: int, data
             "n_train": len(train_y), "n_test": len(test_y)}
 
 
+METRICS = (("knn20_top1", "k-NN k=20 top-1"), ("knn200_top1", "k-NN k=200 top-1"), ("linear_top1", "linear top-1"))
+
+
+def seed_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (method, recipe): the number of seeds, and the mean and sample std of each metric (in %)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["recipe"]), []).append(r)
+    out = []
+    for (method, recipe), group in groups.items():
+        entry: dict[str, Any] = {"method": method, "recipe": recipe, "seeds": [r.get("seed") for r in group]}
+        for key, _ in METRICS:
+            values = [100 * r[key] for r in group]
+            entry[key] = {"mean": statistics.fmean(values),
+                          "std": statistics.stdev(values) if len(values) > 1 else None}
+        out.append(entry)
+    return out
+
+
+def summary_table(summary: list[dict[str, Any]]) -> list[str]:
+    lines = ["| method | recipe | seeds | " + " | ".join(f"{title} (mean ± std)" for _, title in METRICS) + " |",
+             "|---|---|---|" + "---|" * len(METRICS)]
+    for e in summary:
+        cells = [f"{e[k]['mean']:.2f} ± {e[k]['std']:.2f}" if e[k]["std"] is not None else f"{e[k]['mean']:.2f}"
+                 for k, _ in METRICS]
+        lines.append(f"| {e['method']} | `{e['recipe']}` | {len(e['seeds'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_table(rows: list[dict[str, Any]], machine: dict[str, Any], command: str) -> str:
-    lines = ["| method | recipe | epochs | k-NN k=20 top-1 | k-NN k=200 top-1 | linear top-1 | train wall time | "
-             "images/s |", "|---|---|---|---|---|---|---|---|"]
+    seeds = sorted({r["seed"] for r in rows if r.get("seed") is not None})
+    lines: list[str] = []
+    if len(seeds) > 1:
+        lines += [f"Mean ± sample standard deviation over seeds {', '.join(map(str, seeds))} (%):", "",
+                  *summary_table(seed_summary(rows)), "", "Per seed:", ""]
+    lines += ["| method | recipe | seed | epochs | k-NN k=20 top-1 | k-NN k=200 top-1 | linear top-1 | "
+              "train wall time | images/s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         wall = f"{r['train_wall_s'] / 60:.1f} min" if r.get("train_wall_s") is not None else "-"
         ips = f"{r['images_per_s']:.1f}" if r.get("images_per_s") is not None else "-"
-        lines.append(f"| {r['method']} | `{r['recipe']}` | {r['epochs']} | {100 * r['knn20_top1']:.2f}% | "
+        lines.append(f"| {r['method']} | `{r['recipe']}` | {r.get('seed', '-')} | {r['epochs']} | "
+                     f"{100 * r['knn20_top1']:.2f}% | "
                      f"{100 * r['knn200_top1']:.2f}% | {100 * r['linear_top1']:.2f}% | {wall} | {ips} |")
     lines += ["", machine_line(machine), "",
               "Command:", "", "```", command, "```", ""]
@@ -94,7 +132,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("recipes", nargs="+", help="recipe names (ssl-zoo list)")
     p.add_argument("--epochs", type=int, default=None, help="same epochs for every recipe (default: recipe's)")
     p.add_argument("--batch-size", type=int, default=None, help="same batch for every recipe (default: recipe's)")
-    p.add_argument("--seed", type=int, default=0)
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seed", type=int, default=0)
+    seeds.add_argument("--seeds", type=int, nargs="+", default=None,
+                       help="several seeds: every row per seed, plus mean and std over them")
     p.add_argument("--data", default=None, help="dataset root (not needed for the embedded digits)")
     p.add_argument("--runs", default="runs/compare", help="folder for the training runs (one sub-folder each)")
     p.add_argument("--markdown", required=True, help="where to write the Markdown table")
@@ -110,24 +151,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.recipes:
         get_recipe(name)  # unknown names fail before any training starts
     runs = Path(args.runs)
+    seeds = args.seeds or [args.seed]
     rows: list[dict[str, Any]] = []
-    if args.random_init:
-        torch.manual_seed(args.seed)
-        encoder = ssl_zoo.create_model(args.recipes[0])
-        row = {"method": "random init", "recipe": args.recipes[0], "epochs": 0, "train_wall_s": None,
-               "images_per_s": None}
-        row.update(evaluate_encoder(encoder, args.recipes[0], args.seed, args.data))
-        rows.append(row)
-    for name in args.recipes:
-        summary = train_run(name, runs / name, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-                            reuse=args.reuse)
-        encoder = ssl_zoo.create_model(name, checkpoint=runs / name)
-        row = {"method": get_recipe(name).method, "recipe": name, **summary}
-        row.update(evaluate_encoder(encoder, name, args.seed, args.data))
-        rows.append(row)
-        print(f"{name}: k-NN@20 {100 * row['knn20_top1']:.2f}%  k-NN@200 {100 * row['knn200_top1']:.2f}%  "
-              f"linear {100 * row['linear_top1']:.2f}%  train {row['train_wall_s'] / 60:.1f} min", flush=True)
-        write_reports(args, argv, rows, complete=name == args.recipes[-1])
+    for seed in seeds:
+        if args.random_init:
+            torch.manual_seed(seed)
+            encoder = ssl_zoo.create_model(args.recipes[0])
+            row = {"method": "random init", "recipe": args.recipes[0], "seed": seed, "epochs": 0,
+                   "train_wall_s": None, "images_per_s": None}
+            row.update(evaluate_encoder(encoder, args.recipes[0], seed, args.data))
+            rows.append(row)
+        for name in args.recipes:
+            run_dir = runs / name / f"seed{seed}" if args.seeds else runs / name
+            summary = train_run(name, run_dir, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
+                                reuse=args.reuse)
+            encoder = ssl_zoo.create_model(name, checkpoint=run_dir)
+            row = {"method": get_recipe(name).method, "recipe": name, "seed": seed, **summary}
+            row.update(evaluate_encoder(encoder, name, seed, args.data))
+            rows.append(row)
+            print(f"{name} seed {seed}: k-NN@20 {100 * row['knn20_top1']:.2f}%  k-NN@200 "
+                  f"{100 * row['knn200_top1']:.2f}%  linear {100 * row['linear_top1']:.2f}%  "
+                  f"train {row['train_wall_s'] / 60:.1f} min", flush=True)
+            write_reports(args, argv, rows, complete=seed == seeds[-1] and name == args.recipes[-1])
     return 0
 
 
@@ -141,8 +186,8 @@ def write_reports(args: argparse.Namespace, argv: Sequence[str] | None, rows: li
     json_path = Path(args.json) if args.json else md_path.with_suffix(".json")
     md_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps({"command": command, "machine": machine, "complete": complete, "rows": rows},
-                                    indent=2))
+    json_path.write_text(json.dumps({"command": command, "machine": machine, "complete": complete, "rows": rows,
+                                     "summary": seed_summary(rows)}, indent=2))
     text = markdown_table(rows, machine, command)
     if not complete:
         text = "**Partial: the comparison is still running or was stopped.**\n\n" + text
