@@ -5,22 +5,31 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 # subcommand -> (module, parser-builder, runner, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "list": ("ssl_zoo.cli", "configure_list_parser", "run_list", "list recipes (method, backbone, dataset, license, weights)"),
-    "train": ("ssl_zoo.train", "configure_parser", "run_cli", "train a recipe (also: accelerate launch -m ssl_zoo.train)"),
-    "demo": ("ssl_zoo.demo", "configure_parser", "run_cli", "train the MoCo v2 demo on the embedded digits and show k-NN before/after"),
-    "datasets": ("ssl_zoo.data", "configure_parser", "run_cli", "list dataset names and the folder layout each expects"),
+    "list": ("ssl_zoo.cli", "configure_list_parser", "run_list",
+             "list recipes (method, backbone, dataset, license, weights)"),
+    "train": ("ssl_zoo.train", "configure_parser", "run_cli",
+              "train a recipe (also: accelerate launch -m ssl_zoo.train)"),
+    "demo": ("ssl_zoo.demo", "configure_parser", "run_cli",
+             "train the MoCo v2 demo on the embedded digits and show k-NN before/after"),
+    "datasets": ("ssl_zoo.data", "configure_parser", "run_cli",
+                 "list dataset names and the folder layout each expects"),
     "eval": ("ssl_zoo.evaluation", "configure_parser", "run_cli",
              "evaluate an encoder: linear probe, retrieval, k-NN, fine-tuning, transfer, random-crop robustness"),
-    "pretrain-decoder": ("ssl_zoo.decoder_pretrain", "configure_parser", "run_cli", "pre-train the synth decoder with the encoder frozen"),
+    "pretrain-decoder": ("ssl_zoo.decoder_pretrain", "configure_parser", "run_cli",
+                         "pre-train the synth decoder with the encoder frozen"),
     "visualize": ("ssl_zoo.visualize", "configure_parser", "run_cli", "reconstruction and Grad-CAM picture grids"),
     "reproduce": ("ssl_zoo.reproduce", "configure_parser", "run_cli",
-                  "run a recipe's paper pipeline: pre-training, its evaluation protocols, results vs paper, card, push"),
-    "push": ("ssl_zoo.hub", "configure_push_parser", "run_push", "publish a run or model folder to the Hugging Face Hub"),
-    "convert": ("ssl_zoo.convert", "configure_parser", "run_cli", "import an upstream checkpoint (MoCo, SimSiam, lightly, solo-learn, timm)"),
+                  "run a recipe's paper pipeline: pre-training, its evaluation protocols, results vs paper, card, "
+                  "push"),
+    "push": ("ssl_zoo.hub", "configure_push_parser", "run_push",
+             "publish a run or model folder to the Hugging Face Hub"),
+    "convert": ("ssl_zoo.convert", "configure_parser", "run_cli",
+                "import an upstream checkpoint (MoCo, SimSiam, lightly, solo-learn, timm)"),
 }
 
 
@@ -35,8 +44,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def configure_list_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("filter", nargs="?", default="*", help="fnmatch pattern ('moco*') or a word to search for ('digits')")
-    parser.add_argument("--pretrained", action="store_true", help="only recipes with weights to download (Hub repo, official URL or file)")
+    parser.add_argument("filter", nargs="?", default="*",
+                        help="fnmatch pattern ('moco*') or a word to search for ('digits')")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="only recipes with weights to download (Hub repo, official URL or file)")
 
 
 def run_list(args: argparse.Namespace) -> int:

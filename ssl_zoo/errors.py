@@ -8,7 +8,7 @@ exception is a bug and keeps its traceback. docs/troubleshooting.md lists them.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class SslZooError(Exception):

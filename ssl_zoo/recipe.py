@@ -11,8 +11,9 @@ import dataclasses
 import re
 import types
 import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from .registry import Registry, UnknownNameError, did_you_mean
 
@@ -199,7 +200,8 @@ class EvalProtocol:
 
     def __post_init__(self) -> None:
         if self.protocol not in EVAL_PROTOCOLS:
-            raise ValueError(f"EvalProtocol: unknown protocol {self.protocol!r}; use one of {', '.join(EVAL_PROTOCOLS)}.")
+            raise ValueError(f"EvalProtocol: unknown protocol {self.protocol!r}; use one of "
+                             f"{', '.join(EVAL_PROTOCOLS)}.")
         if not 0.0 < self.label_fraction <= 1.0:
             raise ValueError(f"EvalProtocol: label_fraction must be in (0, 1], got {self.label_fraction}.")
         if self.label_fraction < 1.0 and self.protocol != "linear":
@@ -231,6 +233,8 @@ class PaperResult:
 
 @dataclass(frozen=True)
 class Recipe:
+    """A named, frozen description of one self-supervised model (module docstring)."""
+
     name: str
     method: str
     method_args: Mapping[str, Any] = field(default_factory=dict)
@@ -287,7 +291,7 @@ class Recipe:
         return _to_plain(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Recipe":
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
         sections = {"backbone": BackboneCfg, "augment": AugmentCfg, "train": TrainCfg, "weights": WeightsCfg}
         kwargs = dict(data)
         for key, sec_cls in sections.items():
@@ -298,7 +302,7 @@ class Recipe:
                 kwargs[key] = tuple(_build(item_cls, v) if isinstance(v, Mapping) else v for v in kwargs[key])
         return _build(cls, kwargs)
 
-    def with_overrides(self, **overrides: Any) -> "Recipe":
+    def with_overrides(self, **overrides: Any) -> Recipe:
         """Return a copy with fields replaced.
 
         Keys may be a top-level field (``dataset``), a section given as a dict

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..registry import Registry, UnknownNameError
-from .base import ON_ERROR_CHOICES, LabelledImageDataset, label_fraction_indices
+from .base import ON_ERROR_CHOICES, LabelledImageDataset, OnError, label_fraction_indices
 
 # builder(root: Path | None, split: str, **kwargs) -> LabelledImageDataset (no transform, full split)
 Builder = Callable[..., LabelledImageDataset]
@@ -15,6 +16,8 @@ Builder = Callable[..., LabelledImageDataset]
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """A registered dataset: its builder, the folder layout shown to users and its splits."""
+
     name: str
     builder: Builder
     layout: str
@@ -62,7 +65,7 @@ def dataset_layout(name: str) -> str:
 
 def create_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train",
                    transform: Callable | None = None, label_fraction: float = 1.0, seed: int = 0,
-                   on_error: str = "raise", **kwargs: Any) -> LabelledImageDataset:
+                   on_error: OnError = "raise", **kwargs: Any) -> LabelledImageDataset:
     """Dataset ``name`` read from ``root`` in its published layout.
 
     Returns a map-style dataset of ``(transform(rgb_pil_image), int_label)`` with ``.classes`` and
