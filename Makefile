@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test clean
+.PHONY: setup demo lint test clean
 
 setup: $(VENV)/.installed
 
@@ -18,7 +18,12 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/ssl-zoo demo
 
-test: setup
+# ruff and mypy as configured in pyproject.toml; `make test` runs them first, so CI (.ci/run) does too.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: setup lint
 	$(BIN)/python -m pytest -q
 
 clean:

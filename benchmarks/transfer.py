@@ -1,6 +1,8 @@
-"""Transfer fine-tuning with an lr x weight-decay grid selected on held-out training images (LeOCLR Table 3) (see docs/benchmarks.md).
+"""Transfer fine-tuning with an lr x weight-decay grid selected on held-out training images (LeOCLR Table 3)
+(see docs/benchmarks.md).
 
-    accelerate launch benchmarks/transfer.py --model moco_v2_r18_digits --pretrained --dataset cifar10 --data /data/cifar --output results/transfer.json
+    accelerate launch benchmarks/transfer.py --model moco_v2_r18_digits --pretrained --dataset cifar10 \\
+        --data /data/cifar --output results/transfer.json
 
 Same arguments as `ssl-zoo eval transfer` (`--help` lists them).
 """

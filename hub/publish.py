@@ -20,8 +20,9 @@ import json
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ZOO = Path(__file__).with_name("zoo.json")
 
@@ -97,7 +98,8 @@ def convert_from_url(recipe_name: str, upstream: dict[str, Any]) -> tuple[Path, 
     w = recipe.weights
     if (w.url, w.source) != (upstream.get("url"), upstream.get("source")):
         raise SystemExit(f"publish: zoo.json's upstream ({upstream.get('url')}, source {upstream.get('source')}) "
-                         f"differs from recipe {recipe_name!r}'s weights ({w.url}, source {w.source}); make them agree.")
+                         f"differs from recipe {recipe_name!r}'s weights ({w.url}, source {w.source}); "
+                         f"make them agree.")
     folder = url_weights(recipe).parent
     imported = read_encoder_config(folder)["ssl_zoo"]["imported"]
     digests = {"sha256": imported["sha256"], "md5": imported["md5"]}

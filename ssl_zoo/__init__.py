@@ -3,8 +3,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .recipe import (AugmentCfg, BackboneCfg, Recipe, TrainCfg, WeightsCfg, get_recipe, list_models,
-                     list_pretrained, register_recipe)
+from typing import Any
+
+from .recipe import (
+    AugmentCfg,
+    BackboneCfg,
+    Recipe,
+    TrainCfg,
+    WeightsCfg,
+    get_recipe,
+    list_models,
+    list_pretrained,
+    register_recipe,
+)
 from .timm_registration import register_with_timm
 
 # timm learns ssl_zoo's architectures (resnet18_cifar, ...) when timm loads, without importing it here.
@@ -24,7 +35,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 

@@ -13,8 +13,9 @@ import io
 import os
 import random
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,8 @@ def save_checkpoint(path: str | os.PathLike, state: Mapping[str, Any]) -> Path:
         atomic_write_bytes(path, buffer.getvalue())
     except OSError as exc:  # disk full, read-only, quota: the previous checkpoint is untouched
         raise CheckpointError(f"Could not write the checkpoint {path}: {exc.strerror or exc}. The previous checkpoint "
-                              f"(if any) is intact; free disk space or choose another --output, then --resume.") from exc
+                              f"(if any) is intact; free disk space or choose another --output, then "
+                              f"--resume.") from exc
     return Path(path)
 
 

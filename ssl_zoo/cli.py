@@ -5,28 +5,49 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 # subcommand -> (module, parser-builder, runner, one-line help)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "list": ("ssl_zoo.cli", "configure_list_parser", "run_list", "list recipes (method, backbone, dataset, license, weights)"),
-    "train": ("ssl_zoo.train", "configure_parser", "run_cli", "train a recipe (also: accelerate launch -m ssl_zoo.train)"),
-    "demo": ("ssl_zoo.demo", "configure_parser", "run_cli", "train the MoCo v2 demo on the embedded digits and show k-NN before/after"),
-    "datasets": ("ssl_zoo.data", "configure_parser", "run_cli", "list dataset names and the folder layout each expects"),
+    "list": ("ssl_zoo.cli", "configure_list_parser", "run_list",
+             "list recipes (method, backbone, dataset, license, weights)"),
+    "train": ("ssl_zoo.train", "configure_parser", "run_cli",
+              "train a recipe (also: accelerate launch -m ssl_zoo.train)"),
+    "demo": ("ssl_zoo.demo", "configure_parser", "run_cli",
+             "train the MoCo v2 demo on the embedded digits and show k-NN before/after"),
+    "datasets": ("ssl_zoo.data", "configure_parser", "run_cli",
+                 "list dataset names and the folder layout each expects"),
     "eval": ("ssl_zoo.evaluation", "configure_parser", "run_cli",
              "evaluate an encoder: linear probe, retrieval, k-NN, fine-tuning, transfer, random-crop robustness"),
-    "pretrain-decoder": ("ssl_zoo.decoder_pretrain", "configure_parser", "run_cli", "pre-train the synth decoder with the encoder frozen"),
+    "pretrain-decoder": ("ssl_zoo.decoder_pretrain", "configure_parser", "run_cli",
+                         "pre-train the synth decoder with the encoder frozen"),
     "visualize": ("ssl_zoo.visualize", "configure_parser", "run_cli", "reconstruction and Grad-CAM picture grids"),
     "reproduce": ("ssl_zoo.reproduce", "configure_parser", "run_cli",
-                  "run a recipe's paper pipeline: pre-training, its evaluation protocols, results vs paper, card, push"),
-    "push": ("ssl_zoo.hub", "configure_push_parser", "run_push", "publish a run or model folder to the Hugging Face Hub"),
-    "convert": ("ssl_zoo.convert", "configure_parser", "run_cli", "import an upstream checkpoint (MoCo, SimSiam, lightly, solo-learn, timm)"),
+                  "run a recipe's paper pipeline: pre-training, its evaluation protocols, results vs paper, card, "
+                  "push"),
+    "push": ("ssl_zoo.hub", "configure_push_parser", "run_push",
+             "publish a run or model folder to the Hugging Face Hub"),
+    "convert": ("ssl_zoo.convert", "configure_parser", "run_cli",
+                "import an upstream checkpoint (MoCo, SimSiam, lightly, solo-learn, timm)"),
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors become a ``UsageError``: ``main`` prints them as the one ``error:`` line every user error
+    gets, instead of argparse's usage block plus a line and ``SystemExit(2)``."""
+
+    def error(self, message: str) -> NoReturn:
+        from .errors import UsageError
+
+        raise UsageError(f"{self.prog}: {message} (`{self.prog} --help` shows the usage).")
+
+
 def configure_list_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("filter", nargs="?", default="*", help="fnmatch pattern ('moco*') or a word to search for ('digits')")
-    parser.add_argument("--pretrained", action="store_true", help="only recipes with weights to download (Hub repo, official URL or file)")
+    parser.add_argument("filter", nargs="?", default="*",
+                        help="fnmatch pattern ('moco*') or a word to search for ('digits')")
+    parser.add_argument("--pretrained", action="store_true",
+                        help="only recipes with weights to download (Hub repo, official URL or file)")
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -36,8 +57,12 @@ def run_list(args: argparse.Namespace) -> int:
     pattern = args.filter if any(c in args.filter for c in "*?[") else f"*{args.filter}*"
     names = list_models(pattern, pretrained=args.pretrained)
     if not names:
-        print(f"No recipe matches {args.filter!r}.", file=sys.stderr)
-        return 1
+        from .errors import UserInputError
+        from .registry import did_you_mean
+
+        which = "published recipe" if args.pretrained else "recipe"
+        hint = did_you_mean(args.filter, list_models(pretrained=args.pretrained), cutoff=0.5)
+        raise UserInputError(f"No {which} matches {args.filter!r}.{hint} `ssl-zoo list` shows them all.")
     rows = [("recipe", "method", "backbone", "dataset", "size", "epochs", "license", "weights")]
     for name in names:
         r = get_recipe(name)
@@ -55,7 +80,7 @@ def run_list(args: argparse.Namespace) -> int:
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="ssl-zoo", description="Self-supervised encoders: recipes, training, "
+    parser = _Parser(prog="ssl-zoo", description="Self-supervised encoders: recipes, training, "
                                      "evaluation and Hub weights.")
     parser.add_argument("--version", action="version", version=f"ssl_zoo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -69,11 +94,11 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
-    module, _, runner, _ = COMMANDS[args.command]
     from .errors import SslZooError, report_user_error
 
     try:
+        args = build_parser(argv).parse_args(argv)
+        module, _, runner, _ = COMMANDS[args.command]
         return int(getattr(importlib.import_module(module), runner)(args) or 0)
     except SslZooError as exc:  # the one place user errors become a line and an exit code
         return report_user_error(exc)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,7 @@ class DecoderPretraining(SSLMethod):
             p.requires_grad_(False)
         self.decoder = FeatureDecoder(self.num_features, image_size, decoder_channels)
 
-    def train(self, mode: bool = True) -> "DecoderPretraining":
+    def train(self, mode: bool = True) -> DecoderPretraining:
         super().train(mode)
         self.encoder.eval()  # frozen means frozen: no BatchNorm running-statistics updates either
         return self
@@ -66,7 +67,8 @@ def pretraining_overrides(recipe: Recipe, epochs: int | None = None, lr: float =
     if recipe.method != "synth":
         raise ValueError(f"Recipe {recipe.name!r} uses method {recipe.method!r}; pretrain-decoder needs a synth "
                          f"recipe (`ssl-zoo list '*synth*'`).")
-    n_epochs = epochs if epochs is not None else int(recipe.method_args.get("decoder_pretrain_epochs") or DEFAULT_EPOCHS)
+    recipe_epochs = int(recipe.method_args.get("decoder_pretrain_epochs") or DEFAULT_EPOCHS)
+    n_epochs = epochs if epochs is not None else recipe_epochs
     return {"name": f"{recipe.name}_decoder", "description": f"decoder pre-training for {recipe.name}",
             "train": {"optimizer": "adam", "base_lr": lr, "lr_batch_denom": recipe.train.batch_size,
                       "weight_decay": 0.0, "schedule": "constant", "warmup_epochs": 0.0, "epochs": n_epochs}}
@@ -153,7 +155,8 @@ def run_decoder_stage(recipe: Recipe, run_dir: str | Path, *, epochs: int, resum
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="a synth recipe, e.g. moco_v2_synth_r50_cub (its encoder init and decoder)")
     parser.add_argument("--data", default=None, help="dataset folder")
-    parser.add_argument("--epochs", type=int, default=None, help=f"default: the recipe's ({DEFAULT_EPOCHS} in the paper)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help=f"default: the recipe's ({DEFAULT_EPOCHS} in the paper)")
     parser.add_argument("--batch-size", type=int, default=None, help="global batch (default: the recipe's)")
     parser.add_argument("--lr", type=float, default=ADAM_LR, help="Adam learning rate at the recipe's batch size")
     parser.add_argument("--output", default=None, help="run folder (default runs/RECIPE_decoder)")
@@ -190,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(parser.parse_args(argv))
 
 
-__all__ = ["DecoderPretraining", "pretrain_decoder", "run_decoder_stage", "pretraining_overrides", "build_pretraining_method",
+__all__ = ["DecoderPretraining", "pretrain_decoder", "run_decoder_stage", "pretraining_overrides",
+           "build_pretraining_method",
            "save_decoder", "export_decoder_from_checkpoint", "configure_parser", "run_cli"]
 
 if __name__ == "__main__":

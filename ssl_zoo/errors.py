@@ -8,7 +8,7 @@ exception is a bug and keeps its traceback. docs/troubleshooting.md lists them.
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 
 class SslZooError(Exception):
@@ -19,6 +19,10 @@ class SslZooError(Exception):
 
 class UserInputError(SslZooError, ValueError):
     """A value the user gave is out of range or does not fit (an option, a recipe field, a file)."""
+
+
+class UsageError(UserInputError):
+    """A command line argparse refuses (unknown option, invalid choice, missing argument)."""
 
 
 class CheckpointError(SslZooError, RuntimeError):
@@ -38,4 +42,4 @@ def report_user_error(exc: BaseException, prefix: str = "", scrub: Callable[[str
     return exc.exit_code if isinstance(exc, SslZooError) else 2
 
 
-__all__ = ["SslZooError", "UserInputError", "CheckpointError", "one_line", "report_user_error"]
+__all__ = ["SslZooError", "UserInputError", "UsageError", "CheckpointError", "one_line", "report_user_error"]

@@ -5,8 +5,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors.torch import save as safetensors_bytes
@@ -175,5 +176,6 @@ def read_encoder_config(path: str | os.PathLike) -> dict[str, Any]:
     return config
 
 
-__all__ = ["save_encoder", "read_encoder_config", "timm_pretrained_cfg", "atomic_write_bytes", "WEIGHTS_NAME", "CONFIG_NAME",
+__all__ = ["save_encoder", "read_encoder_config", "timm_pretrained_cfg", "atomic_write_bytes", "WEIGHTS_NAME",
+           "CONFIG_NAME",
            "NonFiniteWeightsError", "non_finite_tensors", "describe_non_finite"]

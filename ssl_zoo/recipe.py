@@ -8,15 +8,14 @@ weights live* (Hub repo, file, checksum, license, paper). Factories in
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import fnmatch
 import re
 import types
 import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
-from .errors import SslZooError
+from .registry import Registry, UnknownNameError, did_you_mean
 
 # augment_preset -> the augmentations the training views keep ("crop" = RandomResizedCrop; without it a
 # "crop" view is the whole image resized). The ablation presets of LeOCLR's Fig. 4 and the usual extras.
@@ -201,7 +200,8 @@ class EvalProtocol:
 
     def __post_init__(self) -> None:
         if self.protocol not in EVAL_PROTOCOLS:
-            raise ValueError(f"EvalProtocol: unknown protocol {self.protocol!r}; use one of {', '.join(EVAL_PROTOCOLS)}.")
+            raise ValueError(f"EvalProtocol: unknown protocol {self.protocol!r}; use one of "
+                             f"{', '.join(EVAL_PROTOCOLS)}.")
         if not 0.0 < self.label_fraction <= 1.0:
             raise ValueError(f"EvalProtocol: label_fraction must be in (0, 1], got {self.label_fraction}.")
         if self.label_fraction < 1.0 and self.protocol != "linear":
@@ -233,6 +233,8 @@ class PaperResult:
 
 @dataclass(frozen=True)
 class Recipe:
+    """A named, frozen description of one self-supervised model (module docstring)."""
+
     name: str
     method: str
     method_args: Mapping[str, Any] = field(default_factory=dict)
@@ -289,7 +291,7 @@ class Recipe:
         return _to_plain(dataclasses.asdict(self))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Recipe":
+    def from_dict(cls, data: Mapping[str, Any]) -> Recipe:
         sections = {"backbone": BackboneCfg, "augment": AugmentCfg, "train": TrainCfg, "weights": WeightsCfg}
         kwargs = dict(data)
         for key, sec_cls in sections.items():
@@ -300,7 +302,7 @@ class Recipe:
                 kwargs[key] = tuple(_build(item_cls, v) if isinstance(v, Mapping) else v for v in kwargs[key])
         return _build(cls, kwargs)
 
-    def with_overrides(self, **overrides: Any) -> "Recipe":
+    def with_overrides(self, **overrides: Any) -> Recipe:
         """Return a copy with fields replaced.
 
         Keys may be a top-level field (``dataset``), a section given as a dict
@@ -337,7 +339,7 @@ class Recipe:
             else:
                 known = sorted(set(_TOP_FIELDS) | set(_SECTION_FIELD_OWNER) | set(method_args)
                                | set(_method_params(self.method)))
-                raise ValueError(f"Unknown override {key!r} for recipe {self.name!r}.{_suggest(key, known)} "
+                raise ValueError(f"Unknown override {key!r} for recipe {self.name!r}.{did_you_mean(key, known)} "
                                  f"Valid keys: {', '.join(known)}.")
         replaced = {s: dataclasses.replace(getattr(self, s), **kw) for s, kw in per_section.items() if kw}
         return dataclasses.replace(self, method_args=method_args, **top, **replaced)
@@ -409,7 +411,7 @@ def _type_ok(tp: Any, value: Any) -> bool:
 def _check_field(cls: type, key: str, value: Any, where: str) -> None:
     hints = typing.get_type_hints(cls)
     if key not in hints:
-        raise ValueError(f"Unknown {where} field {key!r}.{_suggest(key, list(hints))}")
+        raise ValueError(f"Unknown {where} field {key!r}.{did_you_mean(key, list(hints))}")
     if not _type_ok(hints[key], value):
         raise TypeError(f"Override {key!r}={value!r} has type {type(value).__name__}; "
                         f"{where}.{key} expects {_type_name(hints[key])}.")
@@ -433,7 +435,7 @@ def _checked_method_arg(recipe: Recipe, key: str, value: Any) -> Any:
     value = _canonical(value)  # a list from JSON / the command line is the same as a tuple
     params = _method_params(recipe.method)
     if params and key not in params:
-        raise ValueError(f"Method {recipe.method!r} has no argument {key!r}.{_suggest(key, list(params))} "
+        raise ValueError(f"Method {recipe.method!r} has no argument {key!r}.{did_you_mean(key, list(params))} "
                          f"Valid: {', '.join(sorted(params))}.")
     current = recipe.method_args.get(key, params.get(key))
     if current is not None and value is not None:
@@ -446,54 +448,38 @@ def _checked_method_arg(recipe: Recipe, key: str, value: Any) -> Any:
 
 # -- the registry -----------------------------------------------------------
 
-_RECIPES: dict[str, Recipe] = {}
+
+def _ensure_loaded() -> None:
+    from . import recipes  # noqa: F401  (registers the built-in recipes on import)
+
+
+class UnknownRecipeError(UnknownNameError):
+    """A recipe name that is not registered (the message suggests close names)."""
+
+
+_RECIPES: Registry[Recipe] = Registry(
+    "recipe", error=UnknownRecipeError, on_first_use=_ensure_loaded,
+    epilogue=lambda reg: f"`ssl_zoo.list_models()` or `ssl-zoo list` shows all {len(reg)} recipes.")
 
 
 def register_recipe(recipe: Recipe, *, overwrite: bool = False) -> Recipe:
     """Add a recipe to the registry (one call; returns it). Names must be unique."""
     if not isinstance(recipe, Recipe):
         raise TypeError(f"register_recipe expects a Recipe, got {type(recipe).__name__}.")
-    if recipe.name in _RECIPES and not overwrite:
-        raise ValueError(f"Recipe {recipe.name!r} is already registered; pass overwrite=True to replace it.")
-    _RECIPES[recipe.name] = recipe
-    return recipe
-
-
-def _ensure_loaded() -> None:
-    from . import recipes  # noqa: F401  (registers the built-in recipes on import)
-
-
-def _suggest(name: str, candidates: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
-    return f" Did you mean {' or '.join(close)}?" if close else ""
-
-
-class UnknownRecipeError(SslZooError, KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
+    return _RECIPES.register(recipe.name, recipe, overwrite=overwrite)
 
 
 def get_recipe(name: str) -> Recipe:
     """The registered recipe called ``name``; unknown names suggest close matches."""
-    _ensure_loaded()
-    try:
-        return _RECIPES[name]
-    except KeyError:
-        hint = _suggest(name, _RECIPES)
-        raise UnknownRecipeError(
-            f"Unknown recipe {name!r}.{hint} `ssl_zoo.list_models()` or `ssl-zoo list` shows all "
-            f"{len(_RECIPES)} recipes.") from None
+    return _RECIPES.get(name)
 
 
 def list_models(filter: str | Iterable[str] = "*", pretrained: bool = False,
                 predicate: Callable[[Recipe], bool] | None = None) -> list[str]:
     """Sorted recipe names matching an fnmatch pattern (or any of several)."""
-    _ensure_loaded()
-    patterns = [filter] if isinstance(filter, str) else list(filter)
     names = []
-    for name, recipe in _RECIPES.items():
-        if not any(fnmatch.fnmatch(name, p) for p in patterns):
-            continue
+    for name in _RECIPES.list(filter):
+        recipe = _RECIPES.get(name)
         if pretrained and not recipe.weights.published:
             continue
         if predicate is not None and not predicate(recipe):

@@ -24,8 +24,9 @@ import argparse
 import hashlib
 import json
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .errors import SslZooError, report_user_error
 from .recipe import EvalProtocol, Recipe
@@ -376,7 +377,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-data", default=None, help="evaluation dataset folder (default: --data)")
     parser.add_argument("--output", default=None, help="run folder (default runs/RECIPE)")
     parser.add_argument("--push", default=None, metavar="REPO", help="publish the encoder and card to this Hub repo")
-    parser.add_argument("--endpoint", default=None, help="Hub endpoint for --push (default HF_ENDPOINT / huggingface.co)")
+    parser.add_argument("--endpoint", default=None,
+                        help="Hub endpoint for --push (default HF_ENDPOINT / huggingface.co)")
     parser.add_argument("--private", action="store_true", help="create the --push repo private")
     parser.add_argument("--stop-after", choices=STAGES, default=None,
                         help="stop after this stage (the next invocation continues from there)")

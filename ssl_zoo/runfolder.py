@@ -17,8 +17,9 @@ import contextvars
 import functools
 import json
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from .checkpoint import CHECKPOINT_NAME
 from .errors import SslZooError
@@ -124,7 +125,7 @@ class RunLock:
             return "another process"
         return f"process {info['pid']}" + (f" on {info['host']}" if info.get("host") else "")
 
-    def acquire(self) -> "RunLock":
+    def acquire(self) -> RunLock:
         import fcntl
         import socket
 
@@ -155,7 +156,7 @@ class RunLock:
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

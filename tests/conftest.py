@@ -78,5 +78,6 @@ def make_digit_folder(root, per_class: int, classes: int = 4):
         (root / f"class_{cls}").mkdir(parents=True, exist_ok=True)
         for j, idx in enumerate(np.flatnonzero(digits.target == cls)[:per_class]):
             img = (digits.images[idx] * (255 / 16)).astype(np.uint8)
-            Image.fromarray(img).resize((32, 32), Image.BILINEAR).convert("RGB").save(root / f"class_{cls}" / f"{j}.png")
+            image = Image.fromarray(img).resize((32, 32), Image.BILINEAR).convert("RGB")
+            image.save(root / f"class_{cls}" / f"{j}.png")
     return root

@@ -137,7 +137,7 @@ def _entry_json(state: HubState, path: str, entry: Entry) -> dict[str, Any]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the client's connection pool expects
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet; requests are recorded instead
         pass
@@ -404,7 +404,7 @@ class HubServer:
     def state(self) -> HubState:
         return self._server.state
 
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         self._thread.start()
         return self
 
@@ -413,7 +413,7 @@ class HubServer:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_evaluation_features import TINY_DATASET, cli_args, export_tiny_encoder, register_tiny_dataset
 
 from ssl_zoo.evaluation import extract_features, knn_accuracy, retrieval_metrics
 from ssl_zoo.evaluation.cli import eval_transform, load_encoder, main
-from test_evaluation_features import TINY_DATASET, cli_args, export_tiny_encoder, register_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,8 @@ def test_retrieval_json(model_dir, tmp_path):
 
 def test_linear_cached_features_with_label_fraction_states_the_difference(model_dir, tmp_path):
     out = tmp_path / "linear.json"
-    args = cli_args(model_dir, out, "--cached-features", "--epochs", "3", "--milestones", "2", "--label-fraction", "0.5")
+    args = cli_args(model_dir, out, "--cached-features", "--epochs", "3", "--milestones", "2",
+                    "--label-fraction", "0.5")
     assert main(args, protocol="linear") == 0
     result = json.loads(out.read_text())
     assert result["settings"]["cached_features"] is True

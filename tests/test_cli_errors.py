@@ -124,3 +124,63 @@ def test_disk_full_while_checkpointing_is_one_line(tmp_path: Path, monkeypatch) 
     with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoint"):
         checkpoint.save_checkpoint(tmp_path / "checkpoint.pt", {"w": torch.ones(1)})
     assert CheckpointError.exit_code == 2
+
+
+# One bad input (or more) per `ssl-zoo` subcommand, none of which trains or builds a model: a wrong name, a missing
+# folder or file, a bad --set, a bad option. Each must give exit 2 and ONE stderr line (issue 15): user errors derive
+# from SslZooError and cli.main turns them, argparse's included, into `error: ...`.
+def _subcommand_rows(tmp: Path) -> list[tuple[str, list[str], str]]:
+    out, missing = str(tmp / "out"), str(tmp / "missing")
+    return [
+        ("unknown command", ["trian"], "trian"),
+        ("list: no recipe matches", ["list", "no_such_recipe_xyz"], "no_such_recipe_xyz"),
+        ("train: unknown recipe", ["train", "moco_v2_r18_digts", "--output", out], "Did you mean moco_v2_r18_digits"),
+        ("train: --set without =", ["train", "moco_v2_r18_digits", "--set", "epochs", "--output", out], "--set"),
+        ("train: --set unknown key", ["train", "moco_v2_r18_digits", "--set", "epoks=3", "--output", out],
+         "Did you mean epochs"),
+        ("train: --set wrong type", ["train", "moco_v2_r18_digits", "--set", "epochs=many", "--output", out],
+         "epochs"),
+        ("train: unknown dataset", ["train", "moco_v2_r18_digits", "--set", "dataset=cifar-10", "--output", out],
+         "Did you mean 'cifar10'"),
+        ("train: unknown method", ["train", "moco_v2_r18_digits", "--set", "method=mocov2", "--output", out],
+         "Did you mean moco_v2"),
+        ("train: missing data folder", ["train", "moco_v2_r18_cifar10", "--data", missing, "--output", out],
+         "does not exist"),
+        ("train: not an integer", ["train", "moco_v2_r18_digits", "--epochs", "many"], "--epochs"),
+        ("demo: unknown option", ["demo", "--data", missing], "--data"),
+        ("datasets: unknown dataset", ["datasets", "cifar-10"], "Did you mean 'cifar10'"),
+        ("eval: unknown protocol", ["eval", "knnn", "--model", "moco_v2_r18_digits"], "knnn"),
+        ("eval: unknown model", ["eval", "knn", "--model", "no_such_recipe_xyz"], "no_such_recipe_xyz"),
+        ("eval: missing checkpoint", ["eval", "knn", "--model", "moco_v2_r18_digits", "--checkpoint", missing],
+         "missing"),
+        ("eval: unknown dataset", ["eval", "knn", "--model", "moco_v2_r18_digits", "--dataset", "cifar-10"],
+         "Did you mean 'cifar10'"),
+        ("pretrain-decoder: unknown recipe", ["pretrain-decoder", "no_such_recipe_xyz"], "no_such_recipe_xyz"),
+        ("visualize: missing run folder", ["visualize", missing], "missing"),
+        ("reproduce: unknown recipe", ["reproduce", "moco_v2_r18_digts"], "Did you mean moco_v2_r18_digits"),
+        ("reproduce: bad --stop-after", ["reproduce", "moco_v2_r18_digits", "--stop-after", "never"], "never"),
+        ("push: missing folder", ["push", missing, "--repo", "me/model"], "missing"),
+        ("convert: missing checkpoint", ["convert", missing, "--source", "moco", "--out", out], "missing"),
+        ("convert: unknown source", ["convert", missing, "--source", "mocco", "--out", out], "mocco"),
+    ]
+
+
+def test_each_subcommand_refuses_a_bad_input_in_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rows = _subcommand_rows(tmp_path)
+    from ssl_zoo.cli import COMMANDS
+
+    covered = {argv[0] for _, argv, _ in rows}
+    assert set(COMMANDS) <= covered, f"no bad-input row for: {sorted(set(COMMANDS) - covered)}"
+    failures = []
+    for name, argv, phrase in rows:
+        try:
+            got: object = cli_main(argv)
+        except SystemExit as exc:  # argparse's own exit: a usage block, not one line
+            got = f"SystemExit({exc.code})"
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        if got != 2 or len(lines) != 1 or not lines[0].startswith("error: ") or phrase not in lines[0] \
+                or "Traceback" in err:
+            failures.append(f"{name}: exit {got}, stderr {err[-600:]!r}")
+    assert not failures, "\n".join(failures)

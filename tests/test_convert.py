@@ -13,7 +13,7 @@ import torchvision
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ssl_zoo.convert import ConversionError, FILTERS, configure_parser, convert_checkpoint, run_cli
+from ssl_zoo.convert import FILTERS, ConversionError, configure_parser, convert_checkpoint, run_cli
 from ssl_zoo.export import read_encoder_config
 
 # timm's resnet18 with one block per stage: the same keys as the torchvision model above.

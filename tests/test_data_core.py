@@ -10,8 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from ssl_zoo.data import (UnreadableImageError, build_train_loader, configure_parser, create_dataset, list_datasets,
-                          label_fraction_indices, run_cli, to_rgb)
+from ssl_zoo.data import (
+    UnreadableImageError,
+    build_train_loader,
+    configure_parser,
+    create_dataset,
+    label_fraction_indices,
+    list_datasets,
+    run_cli,
+    to_rgb,
+)
 
 
 def test_digits_default_dataset():

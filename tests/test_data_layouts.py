@@ -90,7 +90,7 @@ def make_cars(root: Path) -> None:
                                    ("cars_test", base / "cars_test_annos_withlabels.mat", 1)]:
         rows = []
         for c in range(1, 4):
-            for k in range(per_class):
+            for _ in range(per_class):
                 fname = f"{len(rows) + 1:05d}.jpg"
                 _write(base / folder / fname)
                 rows.append((1, 1, 5, 5, c, fname))

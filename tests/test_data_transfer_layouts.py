@@ -82,7 +82,8 @@ def make_birdsnap(root: Path, image_dir: str = "images") -> Path:
             rows.append(f"http://example.org/{n}.jpg\t{'0' * 32}\t{path}\t{i}\t1\t1\t5\t5")
             if k == 2:
                 test.append(path)
-    (root / "images.txt").write_text("url\tmd5\tpath\tspecies_id\tbb_x1\tbb_y1\tbb_x2\tbb_y2\n" + "\n".join(rows) + "\n")
+    header = "url\tmd5\tpath\tspecies_id\tbb_x1\tbb_y1\tbb_x2\tbb_y2\n"
+    (root / "images.txt").write_text(header + "\n".join(rows) + "\n")
     (root / "test_images.txt").write_text("path\n" + "\n".join(test) + "\n")
     return root
 

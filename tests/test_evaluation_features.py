@@ -1,16 +1,16 @@
 """Feature extraction: dataset order, eval mode, and 2 processes == 1 process (padding dropped)."""
 from __future__ import annotations
 
-import pytest
-import torch
 import json
 import tempfile
 
+import pytest
+import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
 from accelerate.utils import PrepareForLaunch, patch_environment
-from torch.multiprocessing import start_processes
 from torch import nn
+from torch.multiprocessing import start_processes
 from torch.utils.data import DataLoader, TensorDataset
 
 from ssl_zoo.evaluation import extract_features, knn_accuracy, retrieval_metrics

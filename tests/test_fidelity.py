@@ -12,12 +12,12 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from conftest import make_digit_folder
 from torch import nn
 
 import ssl_zoo
 from ssl_zoo.batchnorm import CpuSyncBatchNorm, SplitBatchNorm2d, batchnorm_groups, convert_split_batchnorm
 from ssl_zoo.train import build_optimizer, build_param_groups, per_process_batch_size
-from conftest import make_digit_folder
 
 TINY = {"arch": "test_resnet", "model_args": {}}
 
@@ -37,7 +37,8 @@ def normalised_in_groups(y: torch.Tensor, group_size: int, atol: float = 1e-4) -
 
 def capture_bn1(module: nn.Module) -> dict:
     seen: dict = {}
-    module.bn1.register_forward_hook(lambda m, inp, out: seen.update(y=out.detach().clone()))  # clone: ReLU follows in place
+    # clone: ReLU follows in place
+    module.bn1.register_forward_hook(lambda m, inp, out: seen.update(y=out.detach().clone()))
     return seen
 
 
@@ -224,8 +225,9 @@ def test_cifar_recipes_use_the_cifar_stem_and_the_whole_test_image() -> None:
         r = ssl_zoo.get_recipe(name)
         assert r.backbone.arch == "resnet18_cifar" and r.augment.eval_crop_pct == 1.0, name
         assert r.augment.blur_p == 0.0, name  # MoCo CIFAR demo / SimSiam Appendix D: no blur
-    from ssl_zoo.transforms import build_view_transform
     from PIL import Image
+
+    from ssl_zoo.transforms import build_view_transform
 
     image = Image.new("RGB", (32, 32))
     image.putpixel((0, 0), (255, 255, 255))  # a corner pixel survives only a whole-image view
@@ -254,8 +256,9 @@ def test_synth_recipes_use_the_papers_initial_lr_at_batch_128() -> None:
 # -- GTSRB as the synth paper uses it ---------------------------------------------------------------------
 
 def make_large_gtsrb(root: Path, per_class_train: int = 115, per_class_test: int = 90) -> None:
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     buf = io.BytesIO()
     Image.new("RGB", (6, 6), (120, 30, 30)).save(buf, format="PPM")

@@ -11,14 +11,24 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_evaluation_features import export_tiny_encoder
 
 from ssl_zoo.data import create_dataset, label_fraction_indices
 from ssl_zoo.evaluation.cli import eval_transform, linear_train_transform, load_encoder, main
-from ssl_zoo.evaluation.finetune import (FinetuneCfg, GlobalBatchSampler, GridCell,
-                                         SeededTransformDataset, default_epochs, evaluate_classifier, finetune,
-                                         grid_search, holdout_indices, select_best, split_file_indices)
+from ssl_zoo.evaluation.finetune import (
+    FinetuneCfg,
+    GlobalBatchSampler,
+    GridCell,
+    SeededTransformDataset,
+    default_epochs,
+    evaluate_classifier,
+    finetune,
+    grid_search,
+    holdout_indices,
+    select_best,
+    split_file_indices,
+)
 from ssl_zoo.evaluation.robustness import crop_robustness, crop_settings, random_crop_transform
-from test_evaluation_features import export_tiny_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 

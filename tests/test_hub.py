@@ -330,6 +330,7 @@ def test_publish_official_release_then_recipe_prefers_the_hub_and_falls_back_to_
     import publish
     from official_checkpoints import MODEL_ARGS, moco_file, upstream_backbone
     from url_server import FileServer
+
     from ssl_zoo.recipe import _RECIPES
 
     up = upstream_backbone(11)

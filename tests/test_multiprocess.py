@@ -29,7 +29,8 @@ SCRIPT = textwrap.dedent("""
     result = train(recipe, method=method, batch_size=16, epochs=1, max_steps=3, output=out, seed=0,
                    progress_bar=False)
     rank = torch.distributed.get_rank()
-    torch.save({"state": method.state_dict(), "params": [n for n, _ in method.named_parameters()], "keys": method.last_local_keys, "world": result["global_batch"]},
+    torch.save({"state": method.state_dict(), "params": [n for n, _ in method.named_parameters()],
+                "keys": method.last_local_keys, "world": result["global_batch"]},
                f"{out}/rank{rank}.pt")
 """)
 

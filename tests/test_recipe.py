@@ -136,6 +136,7 @@ def test_stl10_recipes_pretrain_on_the_unlabelled_split():
 def test_exported_files_are_world_readable(tmp_path):
     import os
     import stat
+
     from ssl_zoo.export import save_encoder
     enc = ssl_zoo.create_model("moco_v2_r18_digits", arch="test_resnet", model_args={})
     out = save_encoder(enc, tmp_path / "m", ssl_zoo.get_recipe("moco_v2_r18_digits").with_overrides(

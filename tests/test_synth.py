@@ -8,8 +8,15 @@ import torch.nn.functional as F
 
 from ssl_zoo.losses import info_nce
 from ssl_zoo.methods import get_method_class
-from ssl_zoo.methods.synth import (FeatureDecoder, SynthPairs, gradcam_vector, load_decoder_weights_, low_variance,
-                                   noise_stds, perturb)
+from ssl_zoo.methods.synth import (
+    FeatureDecoder,
+    SynthPairs,
+    gradcam_vector,
+    load_decoder_weights_,
+    low_variance,
+    noise_stds,
+    perturb,
+)
 
 
 def tiny_encoder():

@@ -5,13 +5,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_digit_folder
 from safetensors.torch import load_file
 
-from ssl_zoo.decoder_pretrain import (DecoderPretraining, build_pretraining_method, export_decoder_from_checkpoint,
-                                      pretrain_decoder, pretraining_overrides)
+from ssl_zoo.decoder_pretrain import (
+    DecoderPretraining,
+    build_pretraining_method,
+    export_decoder_from_checkpoint,
+    pretrain_decoder,
+    pretraining_overrides,
+)
 from ssl_zoo.factory import create_backbone, create_method
 from ssl_zoo.recipe import get_recipe
-from conftest import make_digit_folder
 
 TINY = {"arch": "test_resnet", "batch_size": 16, "num_workers": 0}
 TINY_BASE = {"queue_size": 64, "proj_dim": 16, "temperature": 0.2, "momentum": 0.99}

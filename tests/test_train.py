@@ -14,15 +14,23 @@ import numpy as np
 import pytest
 import timm
 import torch
+from conftest import make_digit_folder
 from safetensors.torch import load_file
 
 import ssl_zoo
 from ssl_zoo.checkpoint import load_checkpoint, save_checkpoint
 from ssl_zoo.cli import main as cli_main
 from ssl_zoo.methods.moco import MoCoV2
-from ssl_zoo.train import (NonFiniteLossError, build_optimizer, build_param_groups, build_scheduler,
-                           parse_overrides, resolve_recipe, scaled_lr, train)
-from conftest import make_digit_folder
+from ssl_zoo.train import (
+    NonFiniteLossError,
+    build_optimizer,
+    build_param_groups,
+    build_scheduler,
+    parse_overrides,
+    resolve_recipe,
+    scaled_lr,
+    train,
+)
 
 RECIPE = "moco_v2_r18_digits"
 SMALL = {"queue_size": 64}
@@ -130,7 +138,7 @@ def test_parse_overrides() -> None:
 def test_checkpoint_write_is_atomic(tmp_path: Path) -> None:
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017  (whatever pickling raises; the test checks what stays on disk)
         save_checkpoint(path, {"step": 2, "bad": lambda: None})  # fails while serialising
     assert load_checkpoint(path)["step"] == 1  # the previous file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temp files left behind

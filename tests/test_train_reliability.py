@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import kill_process_group, make_digit_folder
 
 import ssl_zoo
 from ssl_zoo.checkpoint import load_checkpoint, save_checkpoint
@@ -25,7 +26,6 @@ from ssl_zoo.export import NonFiniteWeightsError, save_encoder
 from ssl_zoo.methods.moco import MoCoV2
 from ssl_zoo.runfolder import LOCK_NAME, RunFolderError, trim_log
 from ssl_zoo.train import resolve_recipe, train
-from conftest import kill_process_group, make_digit_folder
 
 RECIPE = "moco_v2_r18_digits"
 TINY = {"queue_size": 64, "arch": "test_resnet", "model_args": {}, "bn_group_size": 8}

@@ -20,7 +20,7 @@ from timm.data import resolve_data_config
 import ssl_zoo
 from ssl_zoo import hub as H
 from ssl_zoo.export import read_encoder_config, save_encoder, timm_pretrained_cfg
-from ssl_zoo.recipe import WeightsCfg, _RECIPES
+from ssl_zoo.recipe import _RECIPES, WeightsCfg
 
 sys.path.insert(0, str(Path(__file__).parent))
 from official_checkpoints import MODEL_ARGS, lincls_file, moco_file, simsiam_file, upstream_backbone  # noqa: E402

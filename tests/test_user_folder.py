@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import make_digit_folder
 
 import ssl_zoo
 from ssl_zoo.cli import main as cli_main
-from conftest import make_digit_folder
 
 
 @pytest.fixture(scope="module")

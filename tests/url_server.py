@@ -28,7 +28,7 @@ class FileServer:
     def gets(self, path: str | None = None) -> int:
         return sum(1 for method, p, _ in self.requests if method == "GET" and (path is None or p == path))
 
-    def __enter__(self) -> "FileServer":
+    def __enter__(self) -> FileServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):

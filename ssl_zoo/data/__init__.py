@@ -5,6 +5,9 @@ training, evaluation and benchmarks; ``ssl-zoo datasets`` lists every name with 
 """
 from __future__ import annotations
 
+# The layout modules register in this order, after base and registry have loaded.
+# isort: skip_file
+
 from .base import (ArrayImageDataset, DatasetLayoutError, FileImageDataset, LabelledImageDataset,
                    UnreadableImageError, label_fraction_indices, load_image, to_rgb)
 from .registry import (DatasetInfo, create_dataset, dataset_layout, get_dataset_info, list_datasets,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import FileImageDataset, checked_file_dataset, require_base_folder, layout_error, require_dir, require_files
+from .base import FileImageDataset, checked_file_dataset, layout_error, require_base_folder, require_dir, require_files
 from .registry import register_dataset
 
 LAYOUT = """

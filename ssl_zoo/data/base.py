@@ -6,8 +6,9 @@ import math
 import os
 import textwrap
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -55,7 +56,8 @@ def require_files(name: str, root: Path, paths: Sequence[str | os.PathLike], lay
     missing = [str(p) for p in paths if not os.path.exists(p)]
     if missing:
         shown = "\n    ".join(missing[:5]) + (f"\n    ... and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise layout_error(name, root, f"{len(missing)} {what}(s) listed by the layout are missing:\n    {shown}", layout)
+        raise layout_error(name, root, f"{len(missing)} {what}(s) listed by the layout are missing:\n    {shown}",
+                           layout)
 
 
 def check_classes_nonempty(name: str, root: Path | None, classes: Sequence[str], targets: Sequence[int],
@@ -69,7 +71,7 @@ def check_classes_nonempty(name: str, root: Path | None, classes: Sequence[str],
 
 
 def checked_file_dataset(name: str, root: Path, paths: Sequence[Path], targets: Sequence[int],
-                         classes: Sequence[str], split: str, layout: str) -> "FileImageDataset":
+                         classes: Sequence[str], split: str, layout: str) -> FileImageDataset:
     """The dataset of a parsed layout, after checking that every listed image exists and no class is empty."""
     require_files(name, root, paths, layout, "image")
     check_classes_nonempty(name, root, classes, targets, layout, split)
@@ -169,7 +171,7 @@ class LabelledImageDataset(Dataset):
         raise UnreadableImageError(f"{MAX_CONSECUTIVE_SKIPS} consecutive unreadable images from index {index} in "
                                    f"dataset {self.name!r} (root {self.root}); is this the right folder?")
 
-    def subset(self, indices: Sequence[int]) -> "LabelledImageDataset":
+    def subset(self, indices: Sequence[int]) -> LabelledImageDataset:
         """A copy keeping ``indices`` (classes unchanged)."""
         idx = np.asarray(indices, dtype=np.int64)
         new = copy.copy(self)
@@ -216,7 +218,7 @@ class PathTable:
         start, end = self.offsets[index], self.offsets[index + 1]
         return self.data[start:end].tobytes().decode("utf-8", "surrogateescape")
 
-    def take(self, indices: np.ndarray) -> "PathTable":
+    def take(self, indices: np.ndarray) -> PathTable:
         return PathTable([self[int(i)] for i in indices])
 
 

@@ -24,8 +24,9 @@ def _print_listing() -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    from ..errors import report_user_error
     from .base import DatasetLayoutError
-    from .registry import create_dataset, get_dataset_info
+    from .registry import UnknownDatasetError, create_dataset, get_dataset_info
 
     if args.name is None:
         if args.data or args.check:
@@ -35,9 +36,8 @@ def run_cli(args: argparse.Namespace) -> int:
         return 0
     try:
         info = get_dataset_info(args.name)
-    except KeyError as exc:
-        print(exc.args[0], file=sys.stderr)
-        return 2
+    except UnknownDatasetError as exc:  # caught here too: tests and scripts call run_cli directly
+        return report_user_error(exc)
     print(f"{info.name}: {info.description}\nsplits: {', '.join(info.splits)}\nlayout under root:")
     print(textwrap.indent(info.layout.strip("\n"), "    "))
     if args.data is None and info.name != "digits":

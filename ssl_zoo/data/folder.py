@@ -5,9 +5,10 @@ tiff, webp, any case); images are then read by :class:`FileImageDataset`.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from torchvision.datasets import ImageFolder
 

@@ -4,8 +4,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import (FileImageDataset, checked_file_dataset, layout_error, require_base_folder, require_dir, require_files,
-                   stratified_split)
+from .base import (
+    FileImageDataset,
+    checked_file_dataset,
+    layout_error,
+    require_base_folder,
+    require_dir,
+    require_files,
+    stratified_split,
+)
 from .registry import register_dataset
 
 LAYOUT = """

@@ -1,14 +1,14 @@
 """Dataset registry: name -> builder, the splits it has and the folder layout it expects."""
 from __future__ import annotations
 
-import difflib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..errors import SslZooError
-from .base import ON_ERROR_CHOICES, LabelledImageDataset, label_fraction_indices
+from ..registry import Registry, UnknownNameError
+from .base import ON_ERROR_CHOICES, LabelledImageDataset, OnError, label_fraction_indices
 
 # builder(root: Path | None, split: str, **kwargs) -> LabelledImageDataset (no transform, full split)
 Builder = Callable[..., LabelledImageDataset]
@@ -16,6 +16,8 @@ Builder = Callable[..., LabelledImageDataset]
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """A registered dataset: its builder, the folder layout shown to users and its splits."""
+
     name: str
     builder: Builder
     layout: str
@@ -23,39 +25,37 @@ class DatasetInfo:
     description: str = ""
 
 
-_REGISTRY: dict[str, DatasetInfo] = {}
-
-
-class UnknownDatasetError(SslZooError, KeyError):
+class UnknownDatasetError(UnknownNameError):
     """A dataset name that is not registered (the message suggests close names)."""
 
-    def __str__(self) -> str:  # KeyError would print the message in quotes
-        return str(self.args[0])
+
+# Quoted suggestions, short names found inside registered ones ("cars" -> 'stanford_cars') and a lower
+# cutoff than recipes: dataset names are short, often typed from memory of a paper's table.
+_REGISTRY: Registry[DatasetInfo] = Registry(
+    "dataset", error=UnknownDatasetError, cutoff=0.5, substrings=True, quote=True,
+    epilogue=lambda reg: f"Known datasets: {', '.join(reg.names())} (`ssl-zoo datasets` shows each layout).")
 
 
 def register_dataset(name: str, builder: Builder, layout: str, splits: tuple[str, ...] = ("train", "test"),
-                     description: str = "") -> None:
-    """Register ``builder(root, split, **kwargs)`` under ``name``; ``layout`` is the folder tree shown to users."""
-    if name in _REGISTRY and _REGISTRY[name].builder is not builder:
-        raise ValueError(f"Dataset {name!r} is already registered.")
-    _REGISTRY[name] = DatasetInfo(name, builder, layout, tuple(splits), description)
+                     description: str = "", *, overwrite: bool = False) -> None:
+    """Register ``builder(root, split, **kwargs)`` under ``name``; ``layout`` is the folder tree shown to users.
+
+    Registering the same builder again replaces its description (a re-imported module); another builder under
+    a taken name raises ``DuplicateNameError`` unless ``overwrite``.
+    """
+    same_builder = name in _REGISTRY and _REGISTRY.get(name).builder is builder
+    _REGISTRY.register(name, DatasetInfo(name, builder, layout, tuple(splits), description),
+                       overwrite=overwrite or same_builder)
 
 
 def list_datasets() -> list[str]:
     """Every registered dataset name, sorted."""
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        # a short name inside a registered one ("cars" -> stanford_cars) first, then spelling neighbours
-        inside = [n for n in sorted(_REGISTRY) if name and name.lower() in n]
-        close = list(dict.fromkeys(inside + difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)))[:3]
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        raise UnknownDatasetError(f"Unknown dataset {name!r}.{hint} Known datasets: {', '.join(list_datasets())} "
-                       f"(`ssl-zoo datasets` shows each layout).") from None
+    """The registered dataset ``name``; an unknown name raises ``UnknownDatasetError`` suggesting close names."""
+    return _REGISTRY.get(name)
 
 
 def dataset_layout(name: str) -> str:
@@ -65,7 +65,7 @@ def dataset_layout(name: str) -> str:
 
 def create_dataset(name: str, root: str | os.PathLike | None = None, split: str = "train",
                    transform: Callable | None = None, label_fraction: float = 1.0, seed: int = 0,
-                   on_error: str = "raise", **kwargs: Any) -> LabelledImageDataset:
+                   on_error: OnError = "raise", **kwargs: Any) -> LabelledImageDataset:
     """Dataset ``name`` read from ``root`` in its published layout.
 
     Returns a map-style dataset of ``(transform(rgb_pil_image), int_label)`` with ``.classes`` and

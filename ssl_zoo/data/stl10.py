@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import ArrayImageDataset, require_base_folder, layout_error, require_dir, require_files
+from .base import ArrayImageDataset, layout_error, require_base_folder, require_dir, require_files
 from .registry import register_dataset
 
 LAYOUT = """

@@ -8,7 +8,8 @@ duplicates. Metrics are then computed once, on the main process, by the callers.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn

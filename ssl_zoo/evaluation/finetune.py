@@ -25,9 +25,10 @@ from __future__ import annotations
 import copy
 import math
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -178,10 +179,12 @@ def split_file_indices(dataset: Any, split_file: str | os.PathLike) -> list[int]
     base names; blank lines and ``#`` comments are skipped."""
     path = Path(split_file).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"split file {path} does not exist; pass a text file with one image file name per line.")
+        raise FileNotFoundError(f"split file {path} does not exist; pass a text file with one image file name "
+                                f"per line.")
     paths = getattr(dataset, "paths", None)
     if paths is None:
-        raise ValueError(f"--split-file needs a dataset read from image files; {getattr(dataset, 'name', 'this dataset')!r} "
+        what = getattr(dataset, "name", "this dataset")
+        raise ValueError(f"--split-file needs a dataset read from image files; {what!r} "
                          "holds its images in memory: use --label-fraction instead.")
     wanted = [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
     if not wanted:
@@ -311,6 +314,8 @@ def evaluate_classifier(model: nn.Module, dataset: Dataset, batch_size: int = 25
 # --------------------------------------------------------------------------------------- transfer
 @dataclass(frozen=True)
 class GridCell:
+    """One (lr, weight decay) point of the transfer grid and its held-out score."""
+
     lr: float
     weight_decay: float
 

@@ -9,7 +9,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
 
 from ..errors import UserInputError
@@ -131,7 +130,8 @@ def run_finetune(args, encoder, image_size, accelerator):
                 "trained": "whole encoder + linear head", "classifier_init": f"N(0, {cfg.init_std}) weights, zero bias",
                 "batchnorm": "SyncBatchNorm (global batch)" if accelerator.num_processes > 1 and cfg.sync_bn
                 else "per-process batch statistics",
-                "train_transform": "RandomResizedCrop + horizontal flip", "test_transform": "eval (Resize + CenterCrop)",
+                "train_transform": "RandomResizedCrop + horizontal flip",
+                "test_transform": "eval (Resize + CenterCrop)",
                 "reported_epoch": "last", "saved_model": args.save_model,
                 "protocol_note": "SimCLR semi-supervised fine-tuning protocol (LeOCLR Table 2, Fig. 5)"}
     return metrics, settings, _split_info(args.train_split, len(train), args.test_split, len(test), train,
@@ -214,9 +214,9 @@ def run_transfer(args, encoder, image_size, accelerator):
 # ------------------------------------------------------------------------------------ crop robustness
 def run_crop_robustness(args, encoder, image_size, accelerator):
     from .cli import _dataset, _split_info, augment_cfg_for, eval_transform, linear_train_transform
+    from .features import extract_features
     from .finetune import EncoderWithHead
     from .linear import LinearProbeCfg, _feature_dim, linear_probe, linear_probe_on_features
-    from .features import extract_features
     from .robustness import crop_robustness, crop_settings, random_crop_transform
 
     center_tf = eval_transform(encoder, image_size)

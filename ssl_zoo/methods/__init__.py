@@ -1,47 +1,47 @@
 """Method registry: a method name in a recipe maps to an ``SSLMethod`` subclass."""
 from __future__ import annotations
 
-import difflib
-import importlib
 import inspect
 from typing import Any
 
+from ..registry import Registry, UnknownNameError
 from .base import SSLMethod
 
-# Built-in methods are imported lazily so `import ssl_zoo` stays light.
-_BUILTIN = {
+
+class UnknownMethodError(UnknownNameError):
+    """A method name that is not registered (the message suggests close names)."""
+
+
+_METHODS: Registry[type[SSLMethod]] = Registry(
+    "method", error=UnknownMethodError, epilogue=lambda reg: f"Known methods: {', '.join(reg.names())}.")
+# Built-in methods are imported on first use so `import ssl_zoo` stays light.
+for _name, _target in {
     "moco_v2": "ssl_zoo.methods.moco:MoCoV2",
     "simsiam": "ssl_zoo.methods.simsiam:SimSiam",
     "leoclr": "ssl_zoo.methods.leoclr:LeOCLR",
     "synth": "ssl_zoo.methods.synth:SynthPairs",
     "simclr": "ssl_zoo.methods.simclr:SimCLR",
     "leoclr_simclr": "ssl_zoo.methods.simclr:LeOCLRSimCLR",
-}
-_METHODS: dict[str, type[SSLMethod]] = {}
+}.items():
+    _METHODS.register_lazy(_name, _target)
 
 
-def register_method(name: str, cls: type[SSLMethod]) -> type[SSLMethod]:
-    """Register an ``SSLMethod`` subclass under ``name`` (usable in recipes)."""
+def register_method(name: str, cls: type[SSLMethod], *, overwrite: bool = False) -> type[SSLMethod]:
+    """Register an ``SSLMethod`` subclass under ``name`` (usable in recipes). Names must be unique."""
     if not (isinstance(cls, type) and issubclass(cls, SSLMethod)):
         raise TypeError(f"register_method({name!r}, ...) needs an SSLMethod subclass, got {cls!r}.")
-    _METHODS[name] = cls
-    return cls
+    return _METHODS.register(name, cls, overwrite=overwrite)
 
 
 def get_method_class(name: str) -> type[SSLMethod]:
-    if name not in _METHODS and name in _BUILTIN:
-        module, attr = _BUILTIN[name].split(":")
-        _METHODS[name] = getattr(importlib.import_module(module), attr)
-    if name not in _METHODS:
-        known = sorted(set(_METHODS) | set(_BUILTIN))
-        close = difflib.get_close_matches(name, known, n=3)
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        raise KeyError(f"Unknown method {name!r}.{hint} Known methods: {', '.join(known)}.")
-    return _METHODS[name]
+    """The ``SSLMethod`` subclass registered as ``name``; an unknown name raises ``UnknownMethodError``
+    (a ``UserInputError`` and a ``KeyError``) suggesting close names."""
+    return _METHODS.get(name)
 
 
 def list_methods() -> list[str]:
-    return sorted(set(_METHODS) | set(_BUILTIN))
+    """Every registered method name, sorted."""
+    return _METHODS.names()
 
 
 def method_parameters(name: str) -> dict[str, Any]:
@@ -55,4 +55,6 @@ def method_parameters(name: str) -> dict[str, Any]:
     return params
 
 
-__all__ = ["SSLMethod", "register_method", "get_method_class", "list_methods", "method_parameters"]
+__all__ = [
+    "SSLMethod", "UnknownMethodError", "register_method", "get_method_class", "list_methods", "method_parameters",
+]

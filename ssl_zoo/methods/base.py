@@ -6,8 +6,9 @@ views named in ``view_names``, calls ``forward(views)``, back-propagates
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -39,6 +40,8 @@ class SynthBase(Protocol):
 
 
 class SSLMethod(nn.Module):
+    """The interface the training loop knows (docs/architecture.md, Methods): views in, named losses out."""
+
     #: Views the data pipeline must produce per image, in order (see ssl_zoo.transforms).
     view_names: tuple[str, ...] = ("crop", "crop")
 
@@ -49,8 +52,8 @@ class SSLMethod(nn.Module):
         self.encoder = encoder
 
     @classmethod
-    def prepare_run(cls, recipe: "Recipe", run_dir: Path, *, resume: bool = False, custom_dataset: bool = False,
-                    **train_kwargs: Any) -> tuple["Recipe", dict[str, Any] | None]:
+    def prepare_run(cls, recipe: Recipe, run_dir: Path, *, resume: bool = False, custom_dataset: bool = False,
+                    **train_kwargs: Any) -> tuple[Recipe, dict[str, Any] | None]:
         """Stages to run before training ``recipe`` into ``run_dir`` (default: none).
 
         Returns ``(recipe to train, None)``, or ``(recipe, result)`` when a stage was interrupted

@@ -20,7 +20,7 @@ and shuffle-BN come from ``moco.MomentumQueueMixin``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,8 @@ from .moco import MomentumQueueMixin
 
 
 class LeOCLR(MomentumQueueMixin, SSLMethod):
+    """LeOCLR on MoCo v2: the original image's view is the positive of two crops (module docstring)."""
+
     view_names = ("original", "crop", "crop")
 
     def __init__(self, encoder: nn.Module, *, image_size: int = 224, proj_hidden_dim: int | None = None,

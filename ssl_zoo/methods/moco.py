@@ -24,7 +24,7 @@ and by the synth add-on, so each of those files only holds what differs.
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +83,8 @@ class MomentumQueueMixin:
         if queue_size < 1:
             raise UserInputError(f"queue_size must be >= 1, got {queue_size}.")
         if not 0.0 <= momentum <= 1.0:
-            raise UserInputError(f"momentum (of the key encoder) must be in [0, 1], got {momentum}; MoCo uses 0.99-0.999.")
+            raise UserInputError(f"momentum (of the key encoder) must be in [0, 1], got {momentum}; "
+                                 f"MoCo uses 0.99-0.999.")
         if bn_group_size is not None and bn_group_size < 1:
             raise UserInputError(f"bn_group_size must be >= 1 or None, got {bn_group_size}.")
         # Split BatchNorm first, so the momentum copy has the same groups as the query encoder.
@@ -169,6 +170,8 @@ class MomentumQueueMixin:
 
 
 class MoCoV2(MomentumQueueMixin, SSLMethod):
+    """MoCo v2: a momentum key encoder and a queue of negatives (module docstring)."""
+
     view_names = ("crop", "crop")
 
     def __init__(self, encoder: nn.Module, *, image_size: int = 224, proj_hidden_dim: int | None = None,

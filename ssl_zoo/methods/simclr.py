@@ -14,7 +14,7 @@ global batch as in SimCLR; every process computes the same loss (``all_gather_wi
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +36,8 @@ def global_nt_xent(z_a: Tensor, z_b: Tensor, temperature: float) -> Tensor:
 
 
 class SimCLR(SSLMethod):
+    """SimCLR: NT-Xent over the global batch of two crops (module docstring)."""
+
     view_names = ("crop", "crop")
 
     def __init__(self, encoder: nn.Module, *, image_size: int = 224, proj_hidden_dim: int | None = None,

@@ -21,7 +21,7 @@ computes the same function with one fewer dead parameter.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +53,8 @@ def simsiam_predictor(dim: int = 2048, hidden_dim: int = 512) -> nn.Sequential:
 
 
 class SimSiam(SSLMethod):
+    """SimSiam: predictor + stop-gradient, no negatives (module docstring)."""
+
     view_names = ("crop", "crop")
 
     def __init__(self, encoder: nn.Module, *, image_size: int = 224, proj_dim: int = 2048,

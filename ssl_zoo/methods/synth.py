@@ -32,8 +32,9 @@ Choices the paper leaves open (documented in docs/synth.md):
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -219,8 +220,8 @@ class SynthPairs(SSLMethod):
         return self.base.encoder
 
     @classmethod
-    def prepare_run(cls, recipe: "Recipe", run_dir: Path, *, resume: bool = False, custom_dataset: bool = False,
-                    **train_kwargs: Any) -> tuple["Recipe", dict[str, Any] | None]:
+    def prepare_run(cls, recipe: Recipe, run_dir: Path, *, resume: bool = False, custom_dataset: bool = False,
+                    **train_kwargs: Any) -> tuple[Recipe, dict[str, Any] | None]:
         """Paper Appendix B.2: pre-train the decoder (encoder frozen) before training, unless given.
 
         The stage trains into ``run_dir/decoder_pretrain`` for ``decoder_pretrain_epochs`` epochs and

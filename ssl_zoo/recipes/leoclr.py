@@ -18,8 +18,19 @@ Evaluation (``ssl-zoo reproduce``): the paper reports linear evaluation (top-1, 
 ImageNet is tested on its val split (Tab. 6's centre-crop column is the MoCo protocol's test view).
 """
 from ..recipe import AugmentCfg, EvalProtocol, PaperResult, Recipe, TrainCfg, WeightsCfg, register_recipe
-from .moco import (CIFAR_AUGMENT, DIGITS_AUGMENT, DIGITS_MOCO_ARGS, DIGITS_TRAIN, MOCO_ARGS, R18, R18_CIFAR, R50,
-                   SMALL_IMAGE_MOCO_ARGS, SMALL_IMAGE_TRAIN, STL10_AUGMENT)
+from .moco import (
+    CIFAR_AUGMENT,
+    DIGITS_AUGMENT,
+    DIGITS_MOCO_ARGS,
+    DIGITS_TRAIN,
+    MOCO_ARGS,
+    R18,
+    R18_CIFAR,
+    R50,
+    SMALL_IMAGE_MOCO_ARGS,
+    SMALL_IMAGE_TRAIN,
+    STL10_AUGMENT,
+)
 
 LEOCLR_PAPER = "arXiv:2403.06813"
 # LeOCLR keeps MoCo v2's head, queue (K=65536), temperature (0.2) and momentum (0.999).

@@ -22,8 +22,7 @@ with all labels and retrieval rank-1, the metric whose MoCo v2 column equals Tab
 """
 import dataclasses
 
-from ..recipe import (AugmentCfg, BackboneCfg, EvalProtocol, PaperResult, Recipe, TrainCfg, WeightsCfg,
-                      register_recipe)
+from ..recipe import AugmentCfg, BackboneCfg, EvalProtocol, PaperResult, Recipe, TrainCfg, WeightsCfg, register_recipe
 from .moco import DIGITS_AUGMENT, DIGITS_MOCO_ARGS, DIGITS_TRAIN, MOCO_ARGS
 
 SYNTH_PAPER = "Learning Discriminative Features from Synthesized Data for Self-Supervised Fine-Grained Recognition"
@@ -63,7 +62,8 @@ TAB3 = {
 def paper_results(short: str, method: str) -> tuple[PaperResult, ...]:
     """The paper's numbers for one (dataset, method) pair, each citing its table."""
     if (short, method) in TAB1:
-        return tuple(PaperResult(p, m, v, "synth paper Tab. 1") for (p, m), v in zip(_TAB1_COLUMNS, TAB1[short, method]))
+        return tuple(PaperResult(p, m, v, "synth paper Tab. 1")
+                     for (p, m), v in zip(_TAB1_COLUMNS, TAB1[short, method]))
     if (short, method) in TAB3:
         top1, rank1 = TAB3[short, method]
         return (PaperResult("linear_100", "top1", top1, "synth paper Tab. 3"),
