@@ -78,8 +78,9 @@ class PlainMomentumContrast:
         return float(loss.detach())  # the one host sync a training loop makes to log
 
 
-def time_reference(recipes: dict[str, Recipe], batch: int, steps: int) -> dict[str, float]:
-    """reference vs ssl_zoo (one BN group; contiguous and channels_last), interleaved; median seconds."""
+def time_reference(recipes: dict[str, Recipe], batch: int, steps: int, compile: bool = False) -> dict[str, float]:
+    """reference vs ssl_zoo (one BN group; contiguous and channels_last, and with ``compile`` also
+    ``nn.Module.compile()``, as ``ssl-zoo train --compile`` does), interleaved; median seconds."""
     from ssl_zoo.train import _scalars, build_optimizer
 
     runners = {}
@@ -88,9 +89,15 @@ def time_reference(recipes: dict[str, Recipe], batch: int, steps: int) -> dict[s
         size = recipe.image_size
         runners[f"{name}: plain reference"] = (lambda views, plain=plain: plain.step(views), plain.view_names,
                                                size, torch.contiguous_format)
-        for fmt_name, fmt in (("", torch.contiguous_format), (", channels_last", torch.channels_last)):
+        variants = [("", torch.contiguous_format, False), (", channels_last", torch.channels_last, False)]
+        if compile:
+            variants += [(", torch.compile", torch.contiguous_format, True),
+                         (", channels_last + torch.compile", torch.channels_last, True)]
+        for fmt_name, fmt, compiled in variants:
             torch.manual_seed(0)
             method = create_method(recipe.with_overrides(bn_group_size=None)).train().to(memory_format=fmt)
+            if compiled:
+                method.compile()  # compiled on the warm-up step, which is not timed
             opt = build_optimizer(build_param_groups(method, 0.01, 1e-4), recipe)
 
             def ours(views, method=method, opt=opt):
@@ -150,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="recipe override applied to every recipe")
     p.add_argument("--reference", action="store_true",
                    help="time a plain-torch MoCo v2 / LeOCLR step against ssl_zoo's (one BatchNorm group)")
+    p.add_argument("--compile", action="store_true",
+                   help="with --reference: also time ssl_zoo's step with torch.compile (inductor)")
     p.add_argument("--profile", type=Path, default=None, metavar="FILE",
                    help="write a torch.profiler table (top ops by CPU time) of the first recipe's step to FILE")
     p.add_argument("--compare-bn-groups", action="store_true",
@@ -216,7 +225,7 @@ def write_profile(named: tuple[str, Recipe], args: argparse.Namespace, argv: lis
 
 
 def report_reference(recipes: dict[str, Recipe], args: argparse.Namespace, argv: list[str] | None) -> int:
-    medians = time_reference(recipes, args.batch_size, args.steps)
+    medians = time_reference(recipes, args.batch_size, args.steps, compile=args.compile)
     size = next(iter(recipes.values())).image_size
     lines = [f"Optimiser step vs a plain-torch reference step, batch {args.batch_size}, {size} px, one BatchNorm "
              f"group ({args.steps} timed steps after 1 warm-up, interleaved; median):", "",
