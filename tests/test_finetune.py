@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from ssl_zoo.data import create_dataset, label_fraction_indices
-from ssl_zoo.evaluation.cli import eval_transform, linear_train_transform, load_encoder, main
+from ssl_zoo.evaluation.cli import load_encoder, main
+from ssl_zoo.transforms import eval_transform, linear_train_transform
 from ssl_zoo.evaluation.finetune import (FinetuneCfg, GlobalBatchSampler, GridCell,
                                          SeededTransformDataset, default_epochs, evaluate_classifier, finetune,
                                          grid_search, holdout_indices, select_best, split_file_indices)
