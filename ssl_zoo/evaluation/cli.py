@@ -19,7 +19,7 @@ from torch import nn
 from ..report import append_markdown_row, build_result, markdown_header, markdown_row, write_json
 
 # The encoder transforms (ssl_zoo.transforms: eval_transform, linear_train_transform, augment_cfg_for) are imported
-# where used: torchvision at import time here also broke the 2-process test's clean exit (rendezvous file).
+# where used: importing torchvision here changed how the 2-process test's workers exit (its rendezvous file vanished).
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
