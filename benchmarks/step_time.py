@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 
 from ssl_zoo.factory import create_method
+from ssl_zoo.optim import build_param_groups
 from ssl_zoo.recipe import Recipe, get_recipe
 from ssl_zoo.report import command_line, footer_lines, machine_info, machine_line, write_report
-from ssl_zoo.train import build_param_groups, parse_overrides
+from ssl_zoo.train import parse_overrides
 
 
 class PlainMomentumContrast:
@@ -81,7 +82,8 @@ class PlainMomentumContrast:
 def time_reference(recipes: dict[str, Recipe], batch: int, steps: int, compile: bool = False) -> dict[str, float]:
     """reference vs ssl_zoo (one BN group; contiguous and channels_last, and with ``compile`` also
     ``nn.Module.compile()``, as ``ssl-zoo train --compile`` does), interleaved; median seconds."""
-    from ssl_zoo.train import _scalars, build_optimizer
+    from ssl_zoo.optim import build_optimizer
+    from ssl_zoo.train import _scalars
 
     runners = {}
     for name, recipe in recipes.items():

@@ -22,8 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -142,8 +143,8 @@ def convert_checkpoint(src: str | Path, source: str, out_dir: str | Path, arch: 
     import timm
 
     from .export import save_encoder
-    from .weights import file_digests
     from .recipe import Recipe, get_recipe
+    from .weights import file_digests
 
     if source not in FILTERS:
         raise ValueError(f"Unknown source {source!r}; choose one of {', '.join(FILTERS)}.")

@@ -1,9 +1,11 @@
-"""Collective helpers that are no-ops in a single process (no Accelerate dependency), and the
-collective timeout: how long a process waits for the others before the run stops."""
+"""Collective helpers that are no-ops in a single process (torch.distributed, or the Accelerator the caller
+passes; Accelerate is never imported here for one process), and the collective timeout: how long a process
+waits for the others before the run stops."""
 from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -38,6 +40,22 @@ def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
     if is_distributed():
         dist.broadcast(tensor, src)
     return tensor
+
+
+def any_process(accelerator: Any, flag: bool) -> bool:
+    """True on every process if it is true on any (keeps processes in lock-step)."""
+    if accelerator.num_processes == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
+    return bool(accelerator.reduce(t, reduction="sum").item() > 0)
+
+
+def gather_objects(accelerator: Any, obj: Any) -> list[Any]:
+    """``obj`` of every process, in process order (one process: ``[obj]`` without a collective)."""
+    if accelerator.num_processes == 1:
+        return [obj]
+    from accelerate.utils import gather_object
+    return gather_object([obj])
 
 
 # A collective (all-reduce, all-gather, barrier) waits at most this long for every process; then the

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,8 @@ def create_method(name: str | Recipe, **overrides: Any) -> SSLMethod:
     """Create the full self-supervised module of a recipe (encoder, heads, momentum copies, queues)."""
     recipe = _resolve(name, overrides)
     encoder = create_backbone(recipe, num_classes=0)
-    cls = get_method_class(recipe.method)
+    # Every registered method takes (encoder, *, image_size, **method_args); the base class takes the encoder only.
+    cls: Callable[..., SSLMethod] = get_method_class(recipe.method)
     method = cls(encoder, image_size=recipe.image_size, **dict(recipe.method_args))
     method.recipe = recipe  # plain attribute: not a submodule, not in state_dict
     return method

@@ -21,8 +21,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 import torch
@@ -30,17 +31,54 @@ from torch import nn
 
 from .checkpoint import CHECKPOINT_NAME
 from .errors import SslZooError, one_line, report_user_error
-from .export import (CONFIG_NAME, WEIGHTS_NAME, NonFiniteWeightsError, describe_non_finite, non_finite_tensors,
-                     read_encoder_config, save_encoder)
-from .model_card import (CARD_NAME, CITATIONS, EVAL_DIR, RESULTS_JSON, RESULTS_MD, _reproduction_table,  # noqa: F401
-                         build_model_card, eval_result_metrics, load_eval_results, run_eval_result_files)
+from .export import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    NonFiniteWeightsError,
+    describe_non_finite,
+    non_finite_tensors,
+    read_encoder_config,
+    save_encoder,
+)
+from .model_card import (  # noqa: F401
+    CARD_NAME,
+    CITATIONS,
+    EVAL_DIR,
+    RESULTS_JSON,
+    RESULTS_MD,
+    _reproduction_table,
+    build_model_card,
+    eval_result_metrics,
+    load_eval_results,
+    run_eval_result_files,
+)
 from .recipe import Recipe, WeightsCfg
-from .weights import (CLASSIFIER_NAME, ArchitectureMismatchError, ChecksumMismatchError,  # noqa: F401
-                      CorruptWeightsError, EvalResultError, WeightsError, WeightsNotFoundError,
-                      WeightsNotPublishedError, WeightsOfflineError, build_model, create_model_from_hub,
-                      file_digests, find_model_dir, head_prefixes, load_classifier, load_pretrained,
-                      load_state_dict_strict, local_source, parse_repo_spec, read_state_dict,
-                      resolve_weights, sha256_file, verify_checksums, verify_sha256)
+from .weights import (  # noqa: F401
+    CLASSIFIER_NAME,
+    ArchitectureMismatchError,
+    ChecksumMismatchError,
+    CorruptWeightsError,
+    EvalResultError,
+    WeightsError,
+    WeightsNotFoundError,
+    WeightsNotPublishedError,
+    WeightsOfflineError,
+    build_model,
+    create_model_from_hub,
+    file_digests,
+    find_model_dir,
+    head_prefixes,
+    load_classifier,
+    load_pretrained,
+    load_state_dict_strict,
+    local_source,
+    parse_repo_spec,
+    read_state_dict,
+    resolve_weights,
+    sha256_file,
+    verify_checksums,
+    verify_sha256,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -64,8 +102,14 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None, *, en
                  force_download: bool = False) -> Path:
     """``hf_hub_download`` with ssl_zoo's errors; returns the cached file's path."""
     from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
-                                        OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     where = f"{repo_id}@{revision or 'main'}"
     host = endpoint or constants.ENDPOINT
@@ -114,8 +158,9 @@ def url_download(url: str, *, sha256: str | None = None, md5: str | None = None,
     """Download ``url`` once into ``url_cache_folder(url)/<file name>`` and return the path.
 
     The download goes to ``<name>.incomplete`` (resumed after an interruption, with a progress bar
-    that ``HF_HUB_DISABLE_PROGRESS_BARS=1`` turns off: ``huggingface_hub``'s ``http_get``), is checked against ``sha256`` / ``md5`` and only then
-    renamed into place; a file that fails the check is deleted. A cached file is checked too (and
+    that ``HF_HUB_DISABLE_PROGRESS_BARS=1`` turns off: ``huggingface_hub``'s ``http_get``), is checked
+    against ``sha256`` / ``md5`` and only then renamed into place; a file that fails the check is deleted.
+    A cached file is checked too (and
     downloaded again when it fails).
     Offline (``HF_HUB_OFFLINE``) or unreachable: ``WeightsOfflineError`` naming the URL and the path
     where a manually downloaded copy is picked up.
@@ -341,7 +386,8 @@ def push_to_hub(run_dir_or_model: str | os.PathLike | nn.Module, repo_id: str, p
 
 
 def configure_push_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="run or model folder holding model.safetensors + config.json")
+    parser.add_argument("run_dir", metavar="RUN_DIR",
+                        help="run or model folder holding model.safetensors + config.json")
     parser.add_argument("--repo", required=True, help="Hub repo id, org/name")
     parser.add_argument("--private", action="store_true", help="create the repo private")
     parser.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
@@ -350,8 +396,9 @@ def configure_push_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--include-training-state", action="store_true",
                         help=f"also upload the run's full training state under {TRAINING_STATE_DIR}/")
     parser.add_argument("--results", nargs="+", default=[], metavar="JSON",
-                        help=f"`ssl-zoo eval --output` files to put in the card's model-index (RUN_DIR/{EVAL_DIR}/*.json "
-                             f"are added too); a result of a random-init encoder or of other weights is refused")
+                        help=f"`ssl-zoo eval --output` files to put in the card's model-index "
+                             f"(RUN_DIR/{EVAL_DIR}/*.json are added too); a result of a random-init encoder or "
+                             f"of other weights is refused")
     parser.add_argument("--no-run-results", dest="run_results", action="store_false",
                         help=f"do not add the run folder's own {EVAL_DIR}/*.json results")
 

@@ -1,4 +1,6 @@
-"""What a measured number needs next to it: the machine it was measured on and the command."""
+"""What a measured number needs next to it: the machine it was measured on and the command; and how the
+numbers are written: benchmark tables (:func:`write_report`) and the evaluation record of ``ssl-zoo eval`` /
+``benchmarks/*.py`` (:func:`build_result`: JSON, :func:`markdown_row`: a docs/results.md row)."""
 from __future__ import annotations
 
 import json
@@ -6,13 +8,15 @@ import os
 import platform
 import shlex
 import sys
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
-
-import torch
+from typing import Any
 
 
 def machine_info() -> dict[str, Any]:
+    import torch  # here, not at the top: `ssl-zoo reproduce --help` imports this module and no torch
+
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "nproc": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -46,3 +50,107 @@ def write_report(text: str, data: Mapping[str, Any], markdown: str | os.PathLike
         Path(json_path).write_text(json.dumps(data, indent=2) + "\n")
     if markdown:
         Path(markdown).write_text(text)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as indented JSON, written atomically (readers never see half a file); creates the folder."""
+    from .export import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def append_markdown_row(path: str | os.PathLike, row: str, header: str) -> None:
+    """Append a table row; a new or empty file gets ``header`` first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a") as fh:
+        if new:
+            fh.write(header + "\n")
+        fh.write(row + "\n")
+
+
+# -- the evaluation record (ssl-zoo eval, benchmarks/*.py; schema in docs/benchmarks.md) -------------------
+
+METRIC_LABELS = {"top1": "top-1", "top5": "top-5", "rank1": "rank-1", "rank5": "rank-5", "mAP": "mAP"}
+
+
+def build_result(protocol: str, metrics: dict[str, float], model: dict[str, Any], dataset: dict[str, Any],
+                 settings: dict[str, Any], wall_time_s: float, world_size: int) -> dict[str, Any]:
+    """The JSON record of one benchmark run (schema in docs/benchmarks.md)."""
+    from . import __version__
+
+    machine = machine_info()
+    return {
+        "protocol": protocol,
+        "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
+        "metrics_unit": "percent (train_loss: nats)",
+        "model": model,
+        "dataset": dataset,
+        "settings": settings,
+        "model_index": model_index_metrics(protocol, metrics, dataset),
+        "ssl_zoo_version": __version__,
+        "torch_version": machine["torch"],
+        "platform": machine["platform"],
+        "device": machine["cuda"] or machine["processor"] or "cpu",
+        "world_size": world_size,
+        "wall_time_s": round(wall_time_s, 2),
+        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def model_index_metrics(protocol: str, metrics: dict[str, float], dataset: dict[str, Any]) -> dict[str, Any]:
+    """Metrics in the form ``config.json``'s ``ssl_zoo.metrics`` takes for the model card's model-index."""
+    task = "image-retrieval" if protocol == "retrieval" else "image-classification"
+    split = dataset.get("test_split")
+    out = {}
+    for name, value in metrics.items():
+        if name == "train_loss":
+            continue
+        out[f"{protocol}_{name}"] = {"value": round(float(value), 2), "dataset": dataset.get("name"),
+                                     "split": split, "task": task}
+    return out
+
+
+def markdown_header(protocol: str | None = None) -> str:
+    return ("| model | dataset | protocol | result | world size | wall time |\n"
+            "|---|---|---|---|---|---|")
+
+
+def protocol_label(result: dict[str, Any]) -> str:
+    """The Markdown row's protocol cell."""
+    s, protocol = result["settings"], result["protocol"]
+    if protocol == "linear":
+        return (f"linear ({'cached features' if s.get('cached_features') else 'MoCo'}, "
+                f"{100 * s['label_fraction']:g}% labels, {s['epochs']} ep)")
+    if protocol == "knn":
+        return f"k-NN (T={s['temperature']:g})"
+    if protocol == "finetune":
+        labels = (f"split file {Path(s['split_file']).name}" if s.get("split_file")
+                  else f"{100 * s['label_fraction']:g}% labels")
+        return f"fine-tune ({labels}, {s['epochs']} ep)"
+    if protocol == "transfer":
+        sel = s["selected"]
+        return f"transfer fine-tune ({s['epochs']} ep, selected lr {sel['lr']:g} wd {sel['weight_decay']:g})"
+    if protocol == "crop-robustness":
+        return "crop robustness (" + ("fine-tuned head" if str(s.get("classifier", "")).startswith("fine-tuned")
+                                      else "linear probe") + ")"
+    return protocol
+
+
+def markdown_row(result: dict[str, Any]) -> str:
+    """``| model | dataset | protocol | result | world size | wall time |`` for docs/results.md."""
+    d = result["dataset"]
+    parts = []
+    for name, value in result["metrics"].items():
+        if name == "train_loss":
+            continue
+        label = METRIC_LABELS.get(name) or name.replace("top1_k", "top-1 k=")
+        parts.append(f"{label} {value:.2f}")
+    model = result["model"]
+    local = model["source"] in ("pretrained", "hf-hub", "local")
+    model_name = model["name"] + ("" if local else f" ({model['source']})")
+    dataset = f"{d['name']} ({d.get('test_split', 'test')})"
+    return (f"| {model_name} | {dataset} | {protocol_label(result)} | {', '.join(parts)} | {result['world_size']} | "
+            f"{result['wall_time_s']:.0f} s |")

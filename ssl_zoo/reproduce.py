@@ -30,6 +30,7 @@ from typing import Any
 
 from .errors import SslZooError, report_user_error
 from .recipe import EvalProtocol, Recipe
+from .report import write_json
 
 STATE_NAME = "reproduce.json"
 STAGE_LOG = "reproduce.jsonl"
@@ -42,12 +43,6 @@ class ReproduceError(SslZooError, RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _write_json(path: Path, obj: Any) -> None:
-    from .export import atomic_write_bytes
-
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -147,7 +142,7 @@ class _Run:
 
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        _write_json(self.state_path, self.state)
+        write_json(self.state_path, self.state)
 
     def derived_done(self, stage: str, inputs: str, output: Path | None = None) -> bool:
         return self.state.get("stages", {}).get(stage) == inputs and (output is None or output.is_file())
@@ -180,31 +175,17 @@ def reproduce(recipe: str | Recipe, *, data: str | None = None, eval_data: str |
                              f"`ssl-zoo list` and docs/benchmarks.md show the recipes that do.")
     out = Path(output) if output is not None else Path("runs") / recipe.name
     eval_data = data if eval_data is None else eval_data
-    options = {"recipe": recipe.to_dict(), "data": data, "eval_data": eval_data, "max_steps": max_steps,
-               "seed": seed, "eval_epochs": eval_epochs, "eval_batch_size": eval_batch_size}
-    run = _Run(out, log)
-    if run.state.get("options") not in (None, options):
-        changed = sorted(k for k in options if run.state["options"].get(k) != options[k])
-        raise ReproduceError(f"{out} holds a reproduction started with other options ({', '.join(changed)} differ); "
-                             f"pass the same options to continue it, or choose another --output.")
-    if run.state.get("options") is None:
-        run.state["options"] = options
-        run.save()
+    run = _open_run(out, log, {"recipe": recipe.to_dict(), "data": data, "eval_data": eval_data,
+                               "max_steps": max_steps, "seed": seed, "eval_epochs": eval_epochs,
+                               "eval_batch_size": eval_batch_size})
     result: dict[str, Any] = {"run": str(out), "stages": run.events, "rows": [], "interrupted": False,
                               "stopped_after": None}
-
-    def stop_here(stage: str) -> bool:
-        if stop_after == stage:
-            result["stopped_after"] = stage
-            log(f"Stopped after {stage} (--stop-after); run the same command without it to continue.")
-            return True
-        return False
 
     # 1-2: decoder pre-training and pre-training
     train_kwargs = dict(data=data, seed=seed, num_workers=num_workers, progress_bar=progress_bar)
     if not _pretraining(recipe, out, run, result, stop_after, max_steps, train_kwargs):
         return result
-    if stop_here("pretrain") or result["stopped_after"]:
+    if _stop_here("pretrain", stop_after, result, log) or result["stopped_after"]:
         return result
 
     # 3: evaluation protocols
@@ -213,10 +194,45 @@ def reproduce(recipe: str | Recipe, *, data: str | None = None, eval_data: str |
     weights_sha = sha256_file(out / "model.safetensors")
     measured, inputs = _evaluate(recipe, out, run, weights_sha, eval_data, seed=seed, num_workers=num_workers,
                                  epochs=eval_epochs, batch_size=eval_batch_size)
-    if stop_here("evaluate"):
+    if _stop_here("evaluate", stop_after, result, log):
         return result
+    # 4-6: our numbers beside the paper's, the model card, the push
+    table, report_inputs = _report(recipe, out, run, result, measured, inputs, weights_sha)
+    if _stop_here("report", stop_after, result, log):
+        return result
+    repo_id = push or f"ssl-zoo/{recipe.name}"  # the repo the card names: --push, else the zoo's ssl-zoo/RECIPE
+    card_inputs = _card(recipe, out, run, table, report_inputs, repo_id, weights_sha)
+    if _stop_here("card", stop_after, result, log) or push is None:
+        return result
+    _push(recipe, out, run, push, _digest({"card": card_inputs, "endpoint": endpoint}), endpoint, private)
+    return result
 
-    # 4: our numbers beside the paper's
+
+def _open_run(out: Path, log: Callable[[str], None], options: dict[str, Any]) -> _Run:
+    """The reproduction in ``out``: a new one records ``options``; an existing one must have been started with them."""
+    run = _Run(out, log)
+    if run.state.get("options") not in (None, options):
+        changed = sorted(k for k in options if run.state["options"].get(k) != options[k])
+        raise ReproduceError(f"{out} holds a reproduction started with other options ({', '.join(changed)} differ); "
+                             f"pass the same options to continue it, or choose another --output.")
+    if run.state.get("options") is None:
+        run.state["options"] = options
+        run.save()
+    return run
+
+
+def _stop_here(stage: str, stop_after: str | None, result: dict[str, Any], log: Callable[[str], None]) -> bool:
+    """Whether --stop-after ends the pipeline at ``stage`` (then recorded in ``result``)."""
+    if stop_after == stage:
+        result["stopped_after"] = stage
+        log(f"Stopped after {stage} (--stop-after); run the same command without it to continue.")
+        return True
+    return False
+
+
+def _report(recipe: Recipe, out: Path, run: _Run, result: dict[str, Any], measured: dict[str, Any],
+            inputs: Any, weights_sha: str) -> tuple[str, str]:
+    """Stage 4: RUN/results.json + results.md (our numbers beside the paper's); returns the table and its digest."""
     rows = comparison_rows(recipe, measured)
     result["rows"] = rows
     report_inputs = _digest({"weights": weights_sha, "evals": inputs, "paper": [vars(r) for r in recipe.paper_results]})
@@ -224,42 +240,44 @@ def reproduce(recipe: str | Recipe, *, data: str | None = None, eval_data: str |
     if run.derived_done("report", report_inputs, out / "results.md"):
         run.record("report", "skipped", "results.json and results.md are up to date")
     else:
-        _write_json(out / "results.json", {"recipe": recipe.name, "run": str(out), "weights_sha256": weights_sha,
-                                           "rows": rows, "results": measured,
-                                           "eval_files": {k: f"eval/{k}.json" for k in measured}})
+        write_json(out / "results.json", {"recipe": recipe.name, "run": str(out), "weights_sha256": weights_sha,
+                                          "rows": rows, "results": measured,
+                                          "eval_files": {k: f"eval/{k}.json" for k in measured}})
         (out / "results.md").write_text(table)
         run.mark("report", report_inputs)
         run.record("report", "ran", f"wrote {out / 'results.json'} and {out / 'results.md'}")
-    log(f"\n{recipe.name}: our results beside the paper's\n\n{table}")
-    if stop_here("report"):
-        return result
+    run.log(f"\n{recipe.name}: our results beside the paper's\n\n{table}")
+    return table, report_inputs
 
-    # 5: the model card (the repo it names: --push, else the zoo's ssl-zoo/RECIPE)
+
+def _card(recipe: Recipe, out: Path, run: _Run, table: str, report_inputs: str, repo_id: str,
+          weights_sha: str) -> str:
+    """Stage 5: the model card with the measured model-index; returns its digest."""
     from .export import read_encoder_config
     from .hub import CARD_NAME, EVAL_DIR, build_model_card, load_eval_results
 
-    repo_id = push or f"ssl-zoo/{recipe.name}"
     card_inputs = _digest({"report": report_inputs, "repo": repo_id})
     if run.derived_done("card", card_inputs, out / CARD_NAME):
         run.record("card", "skipped", f"{out / CARD_NAME} is up to date")
-    else:
-        config = read_encoder_config(out)
-        info = dict(config.get("ssl_zoo") or {})
-        info["metrics"] = {**dict(info.get("metrics") or {}),
-                           **load_eval_results([out / EVAL_DIR / f"{p.key}.json" for p in recipe.evaluation],
-                                               weights_sha, strict=True)}
-        card = build_model_card({**config, "ssl_zoo": info}, repo_id, reproduction=table)
-        (out / CARD_NAME).write_text(str(card))
-        run.mark("card", card_inputs)
-        run.record("card", "ran", f"wrote {out / CARD_NAME} (model-index for {repo_id})")
-    if stop_here("card") or push is None:
-        return result
+        return card_inputs
+    config = read_encoder_config(out)
+    info = dict(config.get("ssl_zoo") or {})
+    info["metrics"] = {**dict(info.get("metrics") or {}),
+                       **load_eval_results([out / EVAL_DIR / f"{p.key}.json" for p in recipe.evaluation],
+                                           weights_sha, strict=True)}
+    card = build_model_card({**config, "ssl_zoo": info}, repo_id, reproduction=table)
+    (out / CARD_NAME).write_text(str(card))
+    run.mark("card", card_inputs)
+    run.record("card", "ran", f"wrote {out / CARD_NAME} (model-index for {repo_id})")
+    return card_inputs
 
-    # 6: push
-    push_inputs = _digest({"card": card_inputs, "endpoint": endpoint})
+
+def _push(recipe: Recipe, out: Path, run: _Run, push: str, push_inputs: str, endpoint: str | None,
+          private: bool) -> None:
+    """Stage 6: upload the run folder to the Hub repo ``push`` (once per card and endpoint)."""
     if run.derived_done("push", push_inputs):
         run.record("push", "skipped", f"already pushed to {push} at {run.state.get('pushed', {}).get('commit')}")
-        return result
+        return
     from .hub import push_to_hub
 
     try:
@@ -272,7 +290,6 @@ def reproduce(recipe: str | Recipe, *, data: str | None = None, eval_data: str |
     run.state["pushed"] = {"repo": push, "commit": info.oid, "url": info.commit_url}
     run.mark("push", push_inputs)
     run.record("push", "ran", f"{push} commit {info.oid}")
-    return result
 
 
 def _decoder_stage_applies(recipe: Recipe) -> bool:
@@ -361,7 +378,7 @@ def _evaluate(recipe: Recipe, out: Path, run: _Run, weights_sha: str, eval_data:
             previous["model"]["weights_sha256"] = weights_sha
             previous["model"]["recipe"] = recipe.name
             previous["reproduce"] = {"protocol": protocol.key, "argv": argv}
-            _write_json(path, previous)
+            write_json(path, previous)
             shown = ", ".join(f"{k} {v:.2f}" for k, v in previous["metrics"].items() if k != "train_loss")
             run.record(f"evaluate:{protocol.key}", "ran", f"{shown} -> {path}")
         measured[protocol.key] = dict(previous["metrics"])

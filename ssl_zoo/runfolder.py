@@ -191,5 +191,32 @@ def hold_until_return(cm: Any) -> Any:
     return stack.enter_context(cm)
 
 
+def claim_run_folder(accelerator: Any, out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """The main process locks ``out_dir`` until the :func:`run_scope` function returns, refuses a folder
+    holding another run (unless resuming or overwriting), applies ``--overwrite`` and removes stale temp
+    files. Every process raises the same :class:`RunFolderError` when that fails, so none waits for the
+    others forever."""
+    error = None
+    if accelerator.is_main_process:
+        try:
+            # Lock first: a run in progress is named as such, and no other run can start or end meanwhile.
+            hold_until_return(RunLock(out_dir))
+            check_run_folder(out_dir, resume=resume, overwrite=overwrite)
+            removed = remove_run_files(out_dir) if overwrite else []
+            if removed:
+                accelerator.print(f"--overwrite: removed the previous run's {', '.join(removed)} from {out_dir}.")
+            clean_stale_temp_files(out_dir)
+        except RunFolderError as exc:
+            error = str(exc)
+        except OSError as exc:
+            error = f"Cannot use {out_dir} as the run folder: {exc}. Choose an --output folder you can write to."
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+        error = broadcast_object_list([error])[0]
+    if error is not None:
+        raise RunFolderError(error)
+
+
 __all__ = ["RunFolderError", "RunLock", "LOCK_NAME", "RUN_FILES", "existing_run_files", "check_run_folder",
-           "remove_run_files", "clean_stale_temp_files", "trim_log", "run_scope", "hold_until_return"]
+           "remove_run_files", "clean_stale_temp_files", "trim_log", "run_scope", "hold_until_return",
+           "claim_run_folder"]

@@ -10,13 +10,14 @@ LeOCLR, the synth add-on and any registered method train through it unchanged.
 Batch: the recipe's ``batch_size`` (and ``--batch-size``) is the GLOBAL batch; each process
 takes ``batch_size / (processes x grad_accum)`` images per micro-step (an error names the
 numbers when that does not divide), so a paper recipe is the paper's experiment on 1, 2 or 8
-processes. Learning rate: ``lr = base_lr * global_batch / lr_batch_denom``; ``--lr`` replaces
-``base_lr`` (it is still scaled). Cosine schedule with linear warm-up, stepped once per
-optimiser step; ``fix_lr`` parameter groups (e.g. SimSiam's predictor) keep the scaled lr.
-Weight decay reaches every parameter (official MoCo / SimSiam); ``decay_norm_and_bias=False``
-exempts norm weights and biases (``ndim <= 1``). ``sync_bn=True`` normalises BatchNorm over all
-processes (``ssl_zoo.batchnorm``). Before training, the method's ``prepare_run`` may run stages
-of its own (synth pre-trains its decoder into ``OUTPUT/decoder_pretrain``).
+processes. Learning rate, schedule and weight decay: ``ssl_zoo.optim`` (``lr = base_lr *
+global_batch / lr_batch_denom``; ``--lr`` replaces ``base_lr``, still scaled). ``sync_bn=True``
+normalises BatchNorm over all processes (``ssl_zoo.batchnorm``). Before training, the method's
+``prepare_run`` may run stages of its own (synth pre-trains its decoder into ``OUTPUT/decoder_pretrain``).
+
+A run is three phases: :func:`_prepare_run` builds a :class:`TrainingRun` (fixed) and a :class:`RunState`
+(step, epoch, ... : what a checkpoint restores), :func:`_train_one_epoch` runs until the epoch ends or
+the run must stop, and :func:`_export` writes the encoder.
 
 Output folder: ``checkpoint.pt`` (every epoch and on Ctrl-C / SIGTERM, atomic),
 ``log.jsonl`` (one JSON object per logged step and per epoch), and at the end the
@@ -31,29 +32,51 @@ import ast
 import contextlib
 import json
 import math
-import signal
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import (CHECKPOINT_NAME, capture_rng_state, load_checkpoint, resolve_checkpoint_path,
-                         restore_rng_state, save_checkpoint)
-from .distributed import CollectiveTimeoutError, collective_timeout_seconds, is_collective_timeout
-from .errors import SslZooError, UserInputError, one_line, report_user_error
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    capture_rng_state,
+    load_checkpoint,
+    resolve_checkpoint_path,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .data.loader import build_epoch_loader, open_train_dataset
+from .data.sampler import EpochShardSampler
+from .distributed import (
+    CollectiveTimeoutError,
+    any_process,
+    collective_timeout_seconds,
+    gather_objects,
+    is_collective_timeout,
+)
+from .errors import SslZooError, UserInputError, report_user_error
+from .evaluation.monitor import online_knn, online_knn_datasets
 from .export import NonFiniteWeightsError, describe_non_finite, non_finite_tensors
+from .optim import (
+    ConstantFactor,
+    WarmupCosine,
+    build_optimizer,
+    build_param_groups,
+    build_scheduler,
+    extend_schedule,
+    scaled_lr,
+)
 from .recipe import Recipe, get_recipe
-from .runfolder import (RunFolderError, RunLock, check_run_folder, clean_stale_temp_files, hold_until_return,
-                        remove_run_files, run_scope, trim_log)
+from .runfolder import claim_run_folder, run_scope, trim_log
+from .signals import StopRequest
 
 LOG_NAME = "log.jsonl"
-OPTIMIZERS = ("sgd", "lars", "adamw", "adam")
-SCHEDULES = ("cosine", "constant")
 
 
 class NonFiniteLossError(SslZooError, RuntimeError):
@@ -93,13 +116,6 @@ def resolve_recipe(recipe: str | Recipe, *, epochs: int | None = None, batch_siz
     return base.with_overrides(**kw)
 
 
-def scaled_lr(base_lr: float, global_batch: int, lr_batch_denom: int) -> float:
-    """The linear scaling rule: ``base_lr * global_batch / lr_batch_denom``."""
-    if global_batch < 1 or lr_batch_denom < 1:
-        raise ValueError(f"global batch ({global_batch}) and lr_batch_denom ({lr_batch_denom}) must be >= 1.")
-    return base_lr * global_batch / lr_batch_denom
-
-
 def per_process_batch_size(global_batch: int, num_processes: int, grad_accum: int) -> int:
     """The images one process takes per micro-step for a global batch; an error when it does not divide."""
     parts = num_processes * grad_accum
@@ -108,147 +124,6 @@ def per_process_batch_size(global_batch: int, num_processes: int, grad_accum: in
                          f"grad_accum {grad_accum} = {parts} equal parts. Choose a --batch-size that is a multiple "
                          f"of {parts}, or change the number of processes / --grad-accum.")
     return global_batch // parts
-
-
-def build_param_groups(method: nn.Module, lr: float, weight_decay: float,
-                       decay_norm_and_bias: bool = True) -> list[dict[str, Any]]:
-    """The method's groups with their lr and weight decay.
-
-    ``decay_norm_and_bias=False`` splits each group into decayed weights and undecayed norm/bias
-    (ndim <= 1) tensors; by default every parameter is decayed, as the official code does.
-    """
-    groups = method.parameter_groups() if hasattr(method, "parameter_groups") else [
-        {"name": "all", "params": [p for p in method.parameters() if p.requires_grad], "fix_lr": False}]
-    out: list[dict[str, Any]] = []
-    seen: set[int] = set()
-    for i, group in enumerate(groups):
-        params = [p for p in group["params"] if p.requires_grad]
-        dup = [p for p in params if id(p) in seen]
-        if dup:
-            raise ValueError(f"parameter_groups() lists {len(dup)} parameter(s) in more than one group.")
-        seen.update(id(p) for p in params)
-        name = str(group.get("name", f"group{i}"))
-        fix_lr = bool(group.get("fix_lr", False))
-        group_lr = float(group.get("lr", lr))
-        if decay_norm_and_bias:
-            split = [("", params, weight_decay)]
-        else:
-            split = [(".decay", [p for p in params if p.ndim > 1], weight_decay),
-                     (".no_decay", [p for p in params if p.ndim <= 1], 0.0)]
-        for suffix, ps, wd in split:
-            if ps:
-                out.append({"params": ps, "lr": group_lr, "weight_decay": wd, "name": name + suffix,
-                            "fix_lr": fix_lr})
-    if not out:
-        raise ValueError("The method has no trainable parameters.")
-    return out
-
-
-def build_optimizer(param_groups: list[dict[str, Any]], recipe: Recipe) -> torch.optim.Optimizer:
-    cfg = recipe.train
-    name = cfg.optimizer.lower()
-    if name == "sgd":
-        # foreach: one kernel per parameter group instead of one per tensor (same arithmetic)
-        return torch.optim.SGD(param_groups, lr=param_groups[0]["lr"], momentum=cfg.sgd_momentum, foreach=True)
-    if name == "lars":  # SimCLR's optimiser: timm's LARS (trust-ratio scaled SGD with momentum)
-        from timm.optim import Lars
-
-        return Lars(param_groups, lr=param_groups[0]["lr"], momentum=cfg.sgd_momentum)
-    if name == "adamw":
-        return torch.optim.AdamW(param_groups, lr=param_groups[0]["lr"])
-    if name == "adam":
-        return torch.optim.Adam(param_groups, lr=param_groups[0]["lr"])
-    raise ValueError(f"Unknown optimizer {cfg.optimizer!r} in recipe {recipe.name!r}; use one of {OPTIMIZERS}.")
-
-
-@dataclass
-class WarmupCosine:
-    """lr factor: linear warm-up over ``warmup_steps``, then cosine from 1 to ``min_ratio`` at ``total_steps``.
-
-    A callable object (not a lambda) so LambdaLR's state_dict records its parameters.
-    """
-
-    warmup_steps: int
-    total_steps: int
-    min_ratio: float = 0.0
-    cosine: bool = True
-
-    def __call__(self, step: int) -> float:
-        if self.warmup_steps > 0 and step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        if not self.cosine:
-            return 1.0
-        span = max(1, self.total_steps - self.warmup_steps)
-        t = min(1.0, (step - self.warmup_steps) / span)
-        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-@dataclass
-class ConstantFactor:
-    """lr factor 1 for ``fix_lr`` groups."""
-
-    def __call__(self, step: int) -> float:
-        return 1.0
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    cfg = recipe.train
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"Unknown schedule {cfg.schedule!r} in recipe {recipe.name!r}; use one of {SCHEDULES}.")
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    factors = []
-    for group in optimizer.param_groups:
-        if group.get("fix_lr"):
-            factors.append(ConstantFactor())
-        else:
-            min_ratio = cfg.min_lr / group["lr"] if group["lr"] > 0 else 0.0
-            factors.append(WarmupCosine(warmup, total_steps, min_ratio, cosine=cfg.schedule == "cosine"))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
-
-
-# -- data -----------------------------------------------------------------------------------------
-
-class EpochShardSampler(Sampler[int]):
-    """Shuffled indices that depend only on (seed, epoch), sharded across processes.
-
-    Every process draws the same permutation and takes every ``num_replicas``-th whole
-    batch, so the processes see disjoint batches (like DistributedSampler). ``skip_batches``
-    drops this process's first batches: an interrupted epoch resumes at the next unseen batch
-    without loading (or augmenting) the skipped images.
-    """
-
-    def __init__(self, num_samples: int, batch_size: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
-        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
-        self.num_replicas, self.rank = num_replicas, rank
-        self.epoch = 0
-        self.skip_batches = 0
-        self.num_batches = self.batches_per_epoch()  # the loop may use fewer (whole accumulation cycles)
-
-    def batches_per_epoch(self) -> int:
-        return self.num_samples // (self.batch_size * self.num_replicas)
-
-    def set_epoch(self, epoch: int, skip_batches: int = 0) -> None:
-        self.epoch, self.skip_batches = epoch, skip_batches
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        perm = torch.randperm(self.num_samples, generator=g)
-        n_batches = min(self.num_batches, self.batches_per_epoch())
-        per_step = self.batch_size * self.num_replicas
-        for b in range(self.skip_batches, n_batches):
-            start = b * per_step + self.rank * self.batch_size
-            yield from perm[start:start + self.batch_size].tolist()
-
-    def __len__(self) -> int:
-        return max(0, min(self.num_batches, self.batches_per_epoch()) - self.skip_batches) * self.batch_size
-
-
-def open_train_dataset(recipe: Recipe, data: str | None, on_error: str = "raise") -> Dataset:
-    """The recipe's training split without a transform (checks the folder layout; cheap)."""
-    from .data import create_dataset
-
-    return create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=None, on_error=on_error)
 
 
 def check_trackers(log_with: str | Sequence[str] | None) -> None:
@@ -267,142 +142,6 @@ def check_trackers(log_with: str | Sequence[str] | None) -> None:
             extra = f"'ssl_zoo[{name}]'" if name in ("tensorboard", "wandb") else name
             raise UserInputError(f"--log-with {name}: the {name} package is not installed. Install it "
                                  f"(pip install {extra}) or drop --log-with.")
-
-
-def build_dataset(recipe: Recipe, view_names: Sequence[str], data: str | None,
-                  on_error: str = "raise") -> Dataset:
-    """The recipe's training set, each item ``([view_1, ..., view_n], label)``.
-
-    ``on_error="skip"`` replaces unreadable images (and counts them) instead of stopping the run.
-    """
-    from .data import create_dataset
-    from .transforms import build_multiview_transform
-
-    transform = build_multiview_transform(view_names, recipe.augment)
-    return create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=transform,
-                          on_error=on_error)
-
-
-def build_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: EpochShardSampler,
-                 generator: torch.Generator) -> DataLoader:
-    from .data import build_train_loader
-
-    # The loader has its own generator (reseeded per epoch), so drawing worker seeds never touches
-    # the global RNG: a resumed run consumes exactly the random numbers of an uninterrupted one.
-    # Workers are not persistent for the same reason: each epoch's workers start from that epoch's seed.
-    return build_train_loader(dataset, batch_size, num_workers, sampler=sampler, generator=generator,
-                              drop_last=True, persistent_workers=False)
-
-
-# -- stopping on signals ----------------------------------------------------------------------------
-
-class StopRequest:
-    """Ctrl-C / SIGTERM set a flag; the loop checkpoints after the current optimiser step and stops.
-
-    A second Ctrl-C raises KeyboardInterrupt at once (the last checkpoint on disk stays valid).
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> "StopRequest":
-        with contextlib.suppress(ValueError):  # not the main thread: no handlers, Ctrl-C behaves as usual
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-# -- run folder, diverged weights, stalled processes ------------------------------------------------
-
-def _claim_run_folder(accelerator, out_dir: Path, resume: bool, overwrite: bool) -> None:
-    """The main process locks ``out_dir`` until ``train`` returns, refuses a folder holding another run
-    (unless resuming or overwriting), applies ``--overwrite`` and removes stale temp files. Every process
-    raises the same :class:`RunFolderError` when that fails, so none waits for the others forever."""
-    error = None
-    if accelerator.is_main_process:
-        try:
-            # Lock first: a run in progress is named as such, and no other run can start or end meanwhile.
-            hold_until_return(RunLock(out_dir))
-            check_run_folder(out_dir, resume=resume, overwrite=overwrite)
-            removed = remove_run_files(out_dir) if overwrite else []
-            if removed:
-                accelerator.print(f"--overwrite: removed the previous run's {', '.join(removed)} from {out_dir}.")
-            clean_stale_temp_files(out_dir)
-        except RunFolderError as exc:
-            error = str(exc)
-        except OSError as exc:
-            error = f"Cannot use {out_dir} as the run folder: {exc}. Choose an --output folder you can write to."
-    if accelerator.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-        error = broadcast_object_list([error])[0]
-    if error is not None:
-        raise RunFolderError(error)
-
-
-def _stop_if_weights_non_finite(accelerator, module: nn.Module, step: int, ckpt_path: Path, lr_value: float) -> None:
-    """Diverged parameters or buffers (a BatchNorm ``running_var`` of inf) stop the run like a NaN loss,
-    before they reach a checkpoint or the export. Each process checks its own copy: BN statistics are
-    per process."""
-    bad = non_finite_tensors(module.state_dict())
-    if _any_process(accelerator, bool(bad)):
-        what = describe_non_finite(bad) if bad else "tensors on another process"
-        raise NonFiniteWeightsError(
-            f"Non-finite weights at step {step}: {what} hold NaN/inf. Training stopped; the last finite "
-            f"checkpoint is kept at {ckpt_path} (if one was written). Lower the learning rate (now "
-            f"{lr_value:.4g}) or use --mixed-precision no.")
-
-
-def _collective_timeout_error(accelerator, timeout_s: float, ckpt_path: Path) -> CollectiveTimeoutError:
-    return CollectiveTimeoutError(
-        f"Process {accelerator.process_index} waited more than {timeout_s:g} s for the other processes in a "
-        f"collective operation: one of them stalled or died (stopped, out of memory, a hung data loader or file "
-        f"system). The run stopped; the last checkpoint at {ckpt_path} is kept, if one was written (continue "
-        f"with --resume). If steps can legitimately take longer, raise --collective-timeout.")
-
-
-def online_knn_datasets(recipe: Recipe, data: str | None) -> tuple[Dataset, Dataset]:
-    """The labelled (bank, queries) pair for --knn-every: the recipe dataset's train and test splits, eval view."""
-    from .data import create_dataset
-    from .transforms import build_view_transform
-
-    transform = build_view_transform("eval", recipe.augment)
-    try:
-        return tuple(create_dataset(recipe.dataset, root=data, split=split, transform=transform)  # type: ignore
-                     for split in ("train", "test"))
-    except (ValueError, FileNotFoundError) as exc:
-        raise UserInputError(f"--knn-every needs labelled 'train' and 'test' splits of {recipe.dataset!r}: "
-                             f"{one_line(exc)}") from None
-
-
-def online_knn(encoder: nn.Module, sets: tuple[Dataset, Dataset], accelerator, log) -> dict[str, float]:
-    """k-NN top-1 (k = 20, T = 0.07, as benchmarks/knn.py) of the current encoder, and the collapse monitor:
-    the mean per-dimension std of the l2-normalised test features (about 1/sqrt(d) when healthy, SimSiam
-    Fig. 2; warned about below a tenth of that)."""
-    import torch.nn.functional as F
-
-    from .evaluation import extract_features, knn_accuracy
-
-    bank, queries = sets
-    bank_x, bank_y = extract_features(encoder, bank, batch_size=256, accelerator=accelerator)
-    test_x, test_y = extract_features(encoder, queries, batch_size=256, accelerator=accelerator)
-    top1 = 100 * knn_accuracy(bank_x, bank_y, test_x, test_y, k=min(20, len(bank_x)), temperature=0.07,
-                              num_classes=int(max(bank_y.max(), test_y.max())) + 1)
-    std = float(F.normalize(test_x, dim=1).std(dim=0).mean())
-    healthy = 1.0 / math.sqrt(test_x.shape[1])
-    if std < 0.1 * healthy:
-        log(f"warning: the features are collapsing: per-dimension std {std:.2e} of normalised features, "
-            f"healthy is about {healthy:.2e} (1/sqrt(d)). Lower the lr or check the method's settings.")
-    return {"knn_top1": top1, "feature_std": std}
 
 
 def _run_warnings(recipe: Recipe, method: nn.Module, num_images: int, steps_per_epoch: int,
@@ -429,28 +168,6 @@ def _length_given(epochs: int | None, overrides: Mapping[str, Any] | None) -> bo
     return epochs is not None or "epochs" in kw or "epochs" in dict(kw.get("train") or {})
 
 
-def _extend_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, total_steps: int) -> None:
-    """LambdaLR restores its factors' fields from the checkpoint; a run resumed with more epochs or
-    --max-steps continues on the cosine of the new length (see docs/training.md)."""
-    for factor in scheduler.lr_lambdas:
-        if isinstance(factor, WarmupCosine):
-            factor.total_steps = total_steps
-
-
-# -- the loop ---------------------------------------------------------------------------------------
-
-def _unwrap(accelerator, model: nn.Module) -> nn.Module:
-    return accelerator.unwrap_model(model)
-
-
-def _any_process(accelerator, flag: bool) -> bool:
-    """True on every process if it is true on any (keeps processes in lock-step)."""
-    if accelerator.num_processes == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=accelerator.device)
-    return bool(accelerator.reduce(t, reduction="sum").item() > 0)
-
-
 def _scalars(out: Mapping[str, Any]) -> dict[str, float]:
     """The method's logged parts as floats, in ONE device-to-host copy (one sync per step on a GPU)."""
     keys = [k for k, v in out.items() if isinstance(v, Tensor) and v.numel() >= 1]
@@ -471,6 +188,514 @@ def default_mixed_precision(requested: str | None) -> str | None:
         return "bf16"
     return requested
 
+
+def _recipe_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> str:
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            sub = _recipe_diff(va, vb, f"{prefix}{key}.")
+            if sub:
+                diffs.append(sub)
+        elif va != vb:
+            diffs.append(f"{prefix}{key}: {va!r} -> {vb!r}")
+    return "; ".join(diffs)
+
+
+
+# -- what a run is made of --------------------------------------------------------------------------
+
+@dataclass
+class TrainOptions:
+    """``train``'s keyword arguments that shape the run (documented there)."""
+
+    data: str | None = None
+    epochs: int | None = None
+    output: str | Path | None = None
+    overrides: Mapping[str, Any] | None = None
+    resume: bool | str | Path = False
+    mixed_precision: str | None = None
+    grad_accum: int = 1
+    seed: int = 0
+    num_workers: int | None = None
+    max_steps: int | None = None
+    log_with: str | Sequence[str] | None = None
+    log_every: int = 10
+    progress_bar: bool = True
+    on_error: str = "raise"
+    overwrite: bool = False
+    collective_timeout: float | None = None
+    channels_last: bool | None = None
+    knn_every: int | None = None
+
+
+@dataclass
+class RunState:
+    """Where a run stands: what a checkpoint records besides weights, optimiser and RNG states."""
+
+    step: int = 0  # optimiser steps done
+    epoch: int = 0  # whole epochs done
+    micro_done: int = 0  # micro-batches of epoch ``epoch`` done before the resume (skipped by the sampler)
+    last: dict[str, float] = field(default_factory=dict)  # the last step's loss parts and lr
+    interrupted: bool = False  # stopped on Ctrl-C / SIGTERM after a checkpoint (exit code 3)
+    resumed: bool = False  # started from a checkpoint
+
+
+@dataclass
+class TrainingRun:
+    """What :func:`_prepare_run` builds; fixed while the run trains."""
+
+    recipe: Recipe
+    accelerator: Any
+    model: nn.Module  # as Accelerate prepared it (DDP-wrapped with several processes)
+    method: nn.Module  # the SSLMethod itself
+    optimizer: Any  # Accelerate's wrapper; ``.optimizer`` is torch's
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    sampler: EpochShardSampler
+    loader: DataLoader
+    loader_gen: torch.Generator  # reseeded every epoch: the worker seeds of a resumed run match
+    out_dir: Path
+    run_info: dict[str, Any]  # batch geometry, lr, length and data: checked on resume, stored in the export
+    options: TrainOptions
+    memory_format: torch.memory_format
+    online_sets: tuple[Dataset, Dataset] | None  # the --knn-every bank and queries
+    timeout_s: float
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out_dir / CHECKPOINT_NAME
+
+    @property
+    def total_steps(self) -> int:
+        return self.run_info["total_steps"]
+
+    @property
+    def lr(self) -> float:
+        return self.run_info["lr"]
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        self.accelerator.print(*args, **kwargs)
+
+
+class RunLog:
+    """``log.jsonl`` (main process), the progress bar and the Accelerate trackers of one run."""
+
+    def __init__(self, run: TrainingRun, state: RunState) -> None:
+        self.accelerator = run.accelerator
+        self.trackers = bool(run.options.log_with)
+        main = self.accelerator.is_main_process
+        if state.resumed and main:
+            trim_log(run.out_dir / LOG_NAME, state.step)  # steps logged after the checkpoint run again
+        self.file = open(run.out_dir / LOG_NAME, "a") if main else None
+        self.bar = None
+        if run.options.progress_bar and main:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=run.total_steps, initial=state.step, desc=run.recipe.name, dynamic_ncols=True)
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        if self.trackers:
+            self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))},
+                                 step=record["step"])
+
+    def show(self, **postfix: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(**postfix)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.file is not None:
+            self.file.close()
+        if self.trackers:
+            self.accelerator.end_training()
+
+
+# -- preparing a run --------------------------------------------------------------------------------
+
+def _check_options(opts: TrainOptions) -> None:
+    if opts.grad_accum < 1:
+        raise ValueError(f"grad_accum must be >= 1, got {opts.grad_accum}.")
+    if opts.max_steps is not None and opts.max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {opts.max_steps}.")
+    if opts.log_every < 1:
+        raise UserInputError(f"--log-every must be >= 1 (optimiser steps between log lines), got {opts.log_every}.")
+    check_trackers(opts.log_with)
+    if opts.knn_every is not None and opts.knn_every < 1:
+        raise UserInputError(f"--knn-every must be >= 1 (epochs between k-NN evaluations), got {opts.knn_every}.")
+
+
+def _run_method_stages(recipe: Recipe, out_dir: Path, opts: TrainOptions,
+                       custom_dataset: bool) -> tuple[Recipe, bool | str | Path, dict[str, Any] | None]:
+    """Stages a method needs before training (synth: decoder pre-training), each resumable.
+
+    Returns the recipe to train, the ``resume`` to train with, and the stage's summary when it was interrupted
+    (its own checkpoint holds the work)."""
+    from .methods import get_method_class
+
+    stage_kwargs = dict(data=opts.data, seed=opts.seed, num_workers=opts.num_workers,
+                        mixed_precision=opts.mixed_precision, grad_accum=opts.grad_accum,
+                        progress_bar=opts.progress_bar, on_error=opts.on_error, overwrite=opts.overwrite,
+                        collective_timeout=opts.collective_timeout)
+    prepared, stage_stop = get_method_class(recipe.method).prepare_run(
+        recipe, out_dir, resume=bool(opts.resume), custom_dataset=custom_dataset, **stage_kwargs)
+    resume = opts.resume
+    if prepared != recipe and resume is True and not (out_dir / CHECKPOINT_NAME).is_file():
+        resume = False  # the stages are done and main training has not started yet
+    return prepared, resume, stage_stop
+
+
+def _start_accelerator(opts: TrainOptions, out_dir: Path) -> tuple[Any, float]:
+    """The Accelerator (its collective timeout bounds every wait for another process) and that timeout."""
+    from datetime import timedelta
+
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    timeout_s = collective_timeout_seconds(opts.collective_timeout)
+    accelerator = Accelerator(mixed_precision=default_mixed_precision(opts.mixed_precision),
+                              log_with=opts.log_with, project_dir=str(out_dir),
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))])
+    return accelerator, timeout_s
+
+
+def _read_resume_state(resume: bool | str | Path, ckpt_path: Path, recipe: Recipe, opts: TrainOptions,
+                       log: Any) -> tuple[dict[str, Any] | None, Recipe, int | None]:
+    """The checkpoint to resume from (None without ``resume``), the recipe with the run's length, and max_steps."""
+    max_steps = opts.max_steps
+    if not resume:
+        return None, recipe, max_steps
+    source = ckpt_path if resume is True else Path(resume)
+    resume_state = load_checkpoint(resolve_checkpoint_path(source))
+    if not _length_given(opts.epochs, opts.overrides):
+        # A plain --resume continues the run as planned; --epochs / --max-steps on resume set a new length.
+        recipe = recipe.with_overrides(train={"epochs": Recipe.from_dict(resume_state["recipe"]).train.epochs})
+        if max_steps is None:
+            max_steps = resume_state["run"]["total_steps"]
+    # Only the length may change on resume: a finished run can be extended with more epochs.
+    stored = Recipe.from_dict(resume_state["recipe"]).with_overrides(train={"epochs": recipe.train.epochs})
+    if stored != recipe:
+        diff = _recipe_diff(stored.to_dict(), recipe.to_dict())
+        raise ValueError(f"Cannot resume {source}: it was trained with a different recipe ({diff}). Pass the "
+                         f"same recipe and options as the first run, or choose another --output.")
+    log(f"Resuming from {source} at epoch {resume_state['epoch']}, step {resume_state['step']}.")
+    return resume_state, recipe, max_steps
+
+
+def _build_method(recipe: Recipe, method: nn.Module | None, seed: int, accelerator: Any) -> nn.Module:
+    from accelerate.utils import set_seed
+
+    # Same seed everywhere for the model (identical initial weights on every process) ...
+    set_seed(seed)
+    if method is None:
+        from .factory import create_method
+        method = create_method(recipe)
+    if recipe.train.sync_bn and accelerator.num_processes > 1:
+        from .batchnorm import convert_sync_batchnorm
+        method = convert_sync_batchnorm(method, accelerator.device)
+    # ... then a per-process seed for augmentations and shuffle-BN permutations.
+    set_seed(seed, device_specific=True)
+    return method
+
+
+def _build_sampler(train_set: Dataset, per_process_batch: int, opts: TrainOptions,
+                   accelerator: Any) -> tuple[EpochShardSampler, int]:
+    """The sampler over whole accumulation cycles and the optimiser steps per epoch."""
+    world = accelerator.num_processes
+    sampler = EpochShardSampler(len(train_set), per_process_batch, opts.seed, world, accelerator.process_index)
+    steps_per_epoch = sampler.batches_per_epoch() // opts.grad_accum
+    # Whole accumulation cycles only: left-over micro-batches would leak gradients into the next epoch.
+    sampler.num_batches = steps_per_epoch * opts.grad_accum
+    if steps_per_epoch < 1:
+        raise ValueError(f"The training set has {len(train_set)} images, fewer than one optimiser step needs "
+                         f"(global batch {per_process_batch * world * opts.grad_accum} = {per_process_batch} x "
+                         f"{world} processes x grad_accum {opts.grad_accum}). Lower --batch-size.")
+    return sampler, steps_per_epoch
+
+
+def _memory_format(channels_last: bool | None, accelerator: Any) -> torch.memory_format:
+    # channels_last: faster convolutions on GPUs and, at >= 64 px, on CPUs (docs/results.md); default on CUDA.
+    on = accelerator.device.type == "cuda" if channels_last is None else channels_last
+    return torch.channels_last if on else torch.contiguous_format
+
+
+def _restore(run: TrainingRun, resume_state: dict[str, Any] | None) -> RunState:
+    """The state to start from: a fresh run, or the checkpoint's (its geometry and data must match)."""
+    if resume_state is None:
+        return RunState()
+    old, run_info = resume_state["run"], run.run_info
+    moved = {k: (old[k], run_info[k]) for k in ("data", "num_images") if k in old and old[k] != run_info[k]}
+    if moved:
+        raise UserInputError(f"Cannot resume: the first run trained on other data {moved} (old, new). Pass the "
+                             f"same --data as the first run, or start a new run in another --output.")
+    changed = {k: (old.get(k), v) for k, v in run_info.items()
+               if old.get(k) != v and k not in ("total_steps", "data", "num_images")}
+    if changed:
+        raise ValueError(f"Cannot resume: the run geometry changed {changed} (old, new). Use the same global batch "
+                         f"size, number of processes and --grad-accum as the first run.")
+    if run.total_steps < resume_state["step"]:
+        raise ValueError(f"Cannot resume with {run.total_steps} total steps: the checkpoint is already at step "
+                         f"{resume_state['step']}. Pass at least the first run's --epochs / --max-steps.")
+    accelerator = run.accelerator
+    run.method.load_state_dict(resume_state["model"])
+    run.optimizer.optimizer.load_state_dict(resume_state["optimizer"])
+    run.scheduler.load_state_dict(resume_state["scheduler"])
+    extend_schedule(run.scheduler, run.total_steps)
+    if accelerator.scaler is not None and resume_state.get("scaler"):
+        accelerator.scaler.load_state_dict(resume_state["scaler"])
+    rng = resume_state["rng"]
+    if len(rng) == accelerator.num_processes:
+        restore_rng_state(rng[accelerator.process_index])
+    else:  # unreachable after the geometry check, kept for checkpoints edited by hand
+        run.log("warning: checkpoint RNG states are for another number of processes; reseeding.")
+    # A resumed run that has no step left keeps the final numbers of the run it continues.
+    return RunState(step=resume_state["step"], epoch=resume_state["epoch"],
+                    micro_done=resume_state["micro_in_epoch"], last=dict(resume_state.get("last") or {}),
+                    resumed=True)
+
+
+def _assemble_run(recipe: Recipe, method: nn.Module | None, train_set: Dataset, custom_dataset: bool, out_dir: Path,
+                  opts: TrainOptions, max_steps: int | None, accelerator: Any, timeout_s: float) -> TrainingRun:
+    """Sampler, loader, optimiser and schedule around ``method``, prepared by Accelerate."""
+    world, grad_accum = accelerator.num_processes, opts.grad_accum
+    global_batch = recipe.train.batch_size
+    per_process_batch = per_process_batch_size(global_batch, world, grad_accum)
+    method = _build_method(recipe, method, opts.seed, accelerator)
+    lr_value = scaled_lr(recipe.train.base_lr, global_batch, recipe.train.lr_batch_denom)
+    if not custom_dataset:  # a caller's dataset brings its own views
+        from .transforms import build_multiview_transform
+        train_set.transform = build_multiview_transform(method.view_names, recipe.augment)
+    sampler, steps_per_epoch = _build_sampler(train_set, per_process_batch, opts, accelerator)
+    online_sets = online_knn_datasets(recipe, opts.data) if opts.knn_every else None
+    for note in _run_warnings(recipe, method, len(train_set), steps_per_epoch, accelerator):
+        accelerator.print(f"warning: {note}")
+    total_steps = recipe.train.epochs * steps_per_epoch
+    if max_steps is not None:
+        total_steps = min(total_steps, max_steps)
+    workers = recipe.train.num_workers if opts.num_workers is None else opts.num_workers
+    loader_gen = torch.Generator()
+    loader = build_epoch_loader(train_set, per_process_batch, workers, sampler, loader_gen)
+    groups = build_param_groups(method, lr_value, recipe.train.weight_decay, recipe.train.decay_norm_and_bias)
+    optimizer = build_optimizer(groups, recipe)
+    scheduler = build_scheduler(optimizer, recipe, total_steps, steps_per_epoch)
+    memory_format = _memory_format(opts.channels_last, accelerator)
+    method.to(memory_format=memory_format)
+    model, optimizer = accelerator.prepare(method, optimizer)
+    run_info = {"global_batch": global_batch, "per_process_batch": per_process_batch, "num_processes": world,
+                "grad_accum": grad_accum, "lr": lr_value,
+                "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+                # the data a run trains on is part of the run: resuming on other images is refused
+                "data": str(Path(opts.data).resolve()) if opts.data is not None else None,
+                "num_images": len(train_set)}
+    return TrainingRun(recipe, accelerator, model, accelerator.unwrap_model(model), optimizer, scheduler, sampler,
+                       loader, loader_gen, out_dir, run_info, opts, memory_format, online_sets, timeout_s)
+
+
+def _prepare_run(recipe_or_name: str | Recipe, opts: TrainOptions, method: nn.Module | None,
+                 dataset: Dataset | None, lr: float | None,
+                 batch_size: int | None) -> tuple[TrainingRun, RunState] | dict[str, Any]:
+    """Everything up to the first step: the run and the state it starts from, or the summary of an
+    interrupted method stage (synth's decoder pre-training)."""
+    recipe = resolve_recipe(recipe_or_name, epochs=opts.epochs, batch_size=batch_size, lr=lr,
+                            overrides=opts.overrides)
+    _check_options(opts)
+    out_dir = Path(opts.output) if opts.output is not None else Path("runs") / recipe.name
+    # The embedded digits need no folder: a folder given to a digits recipe is a user's own images.
+    folder_for_digits = opts.data is not None and recipe.dataset == "digits" and dataset is None
+    if folder_for_digits:
+        recipe = recipe.with_overrides(dataset="imagefolder")
+    # Local things first: a missing or malformed dataset folder fails before any download (timm init
+    # weights) and before any stage runs. Views are attached once the method says which it needs.
+    train_set = dataset if dataset is not None else open_train_dataset(recipe, opts.data, opts.on_error)
+    resume = opts.resume
+    if method is None:
+        recipe, resume, stage_stop = _run_method_stages(recipe, out_dir, opts, custom_dataset=dataset is not None)
+        if stage_stop is not None:
+            return stage_stop
+    accelerator, timeout_s = _start_accelerator(opts, out_dir)
+    if folder_for_digits:
+        accelerator.print(f"--data {opts.data}: recipe {recipe.name!r} trains on the embedded digits, so this "
+                          f"folder is read as 'imagefolder' (one sub-folder of images per class).")
+    claim_run_folder(accelerator, out_dir, resume=bool(resume), overwrite=opts.overwrite)
+    resume_state, recipe, max_steps = _read_resume_state(resume, out_dir / CHECKPOINT_NAME, recipe, opts,
+                                                         accelerator.print)
+    run = _assemble_run(recipe, method, train_set, dataset is not None, out_dir, opts, max_steps, accelerator,
+                        timeout_s)
+    state = _restore(run, resume_state)
+    if opts.log_with:
+        accelerator.init_trackers(recipe.name.replace("/", "_"), config={**recipe.to_dict()["train"], **run.run_info})
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        info = run.run_info
+        run.log(f"Training {recipe.name} ({recipe.method}, {recipe.backbone.arch}) on {info['num_images']} images: "
+                f"{info['num_processes']} process(es) x batch {info['per_process_batch']} x grad_accum "
+                f"{info['grad_accum']} = global batch {info['global_batch']}, lr {run.lr:.4g} (= "
+                f"{recipe.train.base_lr:g} x {info['global_batch']} / {recipe.train.lr_batch_denom}), "
+                f"{run.total_steps} steps, output {out_dir}")
+    return run, state
+
+
+# -- one epoch --------------------------------------------------------------------------------------
+
+def _forward_backward(run: TrainingRun, state: RunState, views: list[Tensor], sync: bool) -> dict[str, float]:
+    """One micro-step: the loss and its parts (as floats); gradients accumulate until ``sync``."""
+    accelerator = run.accelerator
+    # Accumulation steps skip DDP's gradient all-reduce; the last one synchronises.
+    no_sync = not sync and accelerator.num_processes > 1
+    with accelerator.no_sync(run.model) if no_sync else contextlib.nullcontext():
+        with accelerator.autocast():
+            out = run.model(views)
+        parts = _scalars(out)
+        if any_process(accelerator, not math.isfinite(parts["loss"])):
+            raise NonFiniteLossError(
+                f"Non-finite loss at step {state.step + 1} (epoch {state.epoch + 1}): "
+                + ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+                + f". Training stopped; the last good checkpoint is kept at {run.ckpt_path} "
+                f"(if one was written). Lower the learning rate (now {run.lr:.4g}) or use "
+                f"--mixed-precision no.")
+        accelerator.backward(out["loss"] / run.options.grad_accum)
+    return parts
+
+
+def _optimizer_step(run: TrainingRun, state: RunState, runlog: RunLog, parts: dict[str, float],
+                    images: int, t0: float) -> None:
+    """The optimiser and schedule step, the method's own update (momentum encoder, ...) and the step's log."""
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    if not run.accelerator.optimizer_step_was_skipped:  # fp16 overflow: no step, no schedule
+        run.scheduler.step()
+    state.step += 1
+    run.method.after_optimizer_step(state.step / run.total_steps)
+    lr_now = run.optimizer.param_groups[0]["lr"]
+    speed = images / max(time.perf_counter() - t0, 1e-9)  # this epoch's images per second, all processes
+    state.last = {**parts, "lr": lr_now}
+    if runlog.bar is not None:
+        runlog.bar.update(1)
+    runlog.show(loss=f"{parts['loss']:.4f}", lr=f"{lr_now:.3g}", img_s=f"{speed:.0f}")
+    if state.step % run.options.log_every == 0 or state.step == run.total_steps:
+        runlog.write({"step": state.step, "epoch": state.epoch + 1, **parts, "lr": lr_now, "images_per_s": speed})
+
+
+def _train_one_epoch(run: TrainingRun, state: RunState, runlog: RunLog,
+                     stop: StopRequest) -> dict[str, float] | None:
+    """Train epoch ``state.epoch`` from its first unseen batch. Returns the epoch's mean loss parts, or None
+    when the run stops inside it (a stop request, or ``max_steps``), after a checkpoint."""
+    accelerator, grad_accum = run.accelerator, run.options.grad_accum
+    skip = state.micro_done
+    run.sampler.set_epoch(state.epoch, skip_batches=skip)
+    run.loader_gen.manual_seed(run.options.seed * 100_003 + state.epoch * 1_009 + skip * 7
+                               + accelerator.process_index)
+    sums: dict[str, float] = {}
+    micro, t0, images = skip, time.perf_counter(), 0
+    for batch in run.loader:
+        views = [v.to(accelerator.device, memory_format=run.memory_format, non_blocking=True) for v in batch[0]]
+        sync = (micro + 1) % grad_accum == 0
+        parts = _forward_backward(run, state, views, sync)
+        micro += 1
+        images += views[0].shape[0] * accelerator.num_processes
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if not sync:
+            continue
+        _optimizer_step(run, state, runlog, parts, images, t0)
+        if any_process(accelerator, stop.requested):
+            _save_checkpoint(run, state, micro)
+            state.interrupted = True
+            run.log(f"\nStopped at step {state.step}; checkpoint saved to {run.ckpt_path}. Continue with --resume.")
+            return None
+        if state.step >= run.total_steps:
+            break
+    if micro < run.sampler.num_batches:  # stopped by max_steps inside the epoch
+        _save_checkpoint(run, state, micro)
+        return None
+    return {f"epoch_{k}": v / max(micro - skip, 1) for k, v in sums.items()}
+
+
+def _finish_epoch(run: TrainingRun, state: RunState, runlog: RunLog, means: dict[str, float]) -> None:
+    """Count the epoch, run the --knn-every monitor when due, log the epoch's means and checkpoint."""
+    state.epoch += 1
+    state.micro_done = 0
+    knn_every = run.options.knn_every
+    if knn_every and state.epoch % knn_every == 0:
+        means.update(online_knn(run.method.encoder, run.online_sets, run.accelerator, run.log))
+        runlog.show(loss=f"{state.last.get('loss', float('nan')):.4f}", knn=f"{means['knn_top1']:.1f}")
+    runlog.write({"step": state.step, "epoch": state.epoch, **means, "lr": run.optimizer.param_groups[0]["lr"]})
+    _save_checkpoint(run, state, 0)
+
+
+def _train_epochs(run: TrainingRun, state: RunState, runlog: RunLog) -> None:
+    """Epochs until the planned length, ``max_steps`` or a stop request."""
+    run.model.train()
+    try:
+        with StopRequest() as stop:
+            while state.step < run.total_steps and state.epoch < run.recipe.train.epochs:
+                means = _train_one_epoch(run, state, runlog, stop)
+                if means is None:
+                    break
+                _finish_epoch(run, state, runlog, means)
+    except RuntimeError as exc:
+        if is_collective_timeout(exc):
+            raise _collective_timeout_error(run.accelerator, run.timeout_s, run.ckpt_path) from exc
+        raise
+    finally:
+        runlog.close()
+
+
+# -- checkpoints, diverged weights, stalled processes, export ---------------------------------------
+
+def _save_checkpoint(run: TrainingRun, state: RunState, micro_in_epoch: int) -> None:
+    accelerator = run.accelerator
+    _stop_if_weights_non_finite(accelerator, run.method, state.step, run.ckpt_path, run.lr)
+    rng_all = gather_objects(accelerator, capture_rng_state())
+    if accelerator.is_main_process:
+        save_checkpoint(run.ckpt_path, {
+            "model": run.method.state_dict(), "optimizer": run.optimizer.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+            "epoch": state.epoch, "step": state.step, "micro_in_epoch": micro_in_epoch, "rng": rng_all,
+            "recipe": run.recipe.to_dict(), "run": run.run_info, "seed": run.options.seed, "last": state.last})
+    accelerator.wait_for_everyone()
+
+
+def _stop_if_weights_non_finite(accelerator: Any, module: nn.Module, step: int, ckpt_path: Path,
+                                lr_value: float) -> None:
+    """Diverged parameters or buffers (a BatchNorm ``running_var`` of inf) stop the run like a NaN loss,
+    before they reach a checkpoint or the export. Each process checks its own copy: BN statistics are
+    per process."""
+    bad = non_finite_tensors(module.state_dict())
+    if any_process(accelerator, bool(bad)):
+        what = describe_non_finite(bad) if bad else "tensors on another process"
+        raise NonFiniteWeightsError(
+            f"Non-finite weights at step {step}: {what} hold NaN/inf. Training stopped; the last finite "
+            f"checkpoint is kept at {ckpt_path} (if one was written). Lower the learning rate (now "
+            f"{lr_value:.4g}) or use --mixed-precision no.")
+
+
+def _collective_timeout_error(accelerator: Any, timeout_s: float, ckpt_path: Path) -> CollectiveTimeoutError:
+    return CollectiveTimeoutError(
+        f"Process {accelerator.process_index} waited more than {timeout_s:g} s for the other processes in a "
+        f"collective operation: one of them stalled or died (stopped, out of memory, a hung data loader or file "
+        f"system). The run stopped; the last checkpoint at {ckpt_path} is kept, if one was written (continue "
+        f"with --resume). If steps can legitimately take longer, raise --collective-timeout.")
+
+
+def _export(run: TrainingRun, state: RunState) -> Path:
+    """The encoder as ``model.safetensors`` + ``config.json`` (refused when its weights are not finite)."""
+    accelerator = run.accelerator
+    _stop_if_weights_non_finite(accelerator, run.method, state.step, run.ckpt_path, run.lr)
+    if accelerator.is_main_process:
+        from .export import save_encoder
+        metrics = {"final_loss": state.last.get("loss"), "steps": state.step, "epochs_done": state.epoch}
+        extra = {"train": {**run.run_info, "seed": run.options.seed, "mixed_precision": accelerator.mixed_precision}}
+        save_encoder(run.method.encoder, run.out_dir, run.recipe, metrics=metrics, extra=extra)
+        run.log(f"Exported the encoder to {run.out_dir / 'model.safetensors'} (+ config.json).")
+    accelerator.wait_for_everyone()
+    return run.out_dir / "model.safetensors"
+
+
+# -- the entry point --------------------------------------------------------------------------------
 
 @run_scope  # releases the run-folder lock however train() ends
 def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int | None = None,
@@ -499,308 +724,23 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
     :class:`~ssl_zoo.export.NonFiniteWeightsError` when parameters or buffers are (checked at every
     checkpoint and before the export).
     """
-    from datetime import timedelta
-
-    from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs, set_seed
-
-    recipe = resolve_recipe(recipe_or_name, epochs=epochs, batch_size=batch_size, lr=lr, overrides=overrides)
-    if grad_accum < 1:
-        raise ValueError(f"grad_accum must be >= 1, got {grad_accum}.")
-    if max_steps is not None and max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}.")
-    if log_every < 1:
-        raise UserInputError(f"--log-every must be >= 1 (optimiser steps between log lines), got {log_every}.")
-    check_trackers(log_with)
-    if knn_every is not None and knn_every < 1:
-        raise UserInputError(f"--knn-every must be >= 1 (epochs between k-NN evaluations), got {knn_every}.")
-    out_dir = Path(output) if output is not None else Path("runs") / recipe.name
-    ckpt_path = out_dir / CHECKPOINT_NAME
-    # The embedded digits need no folder: a folder given to a digits recipe is a user's own images.
-    folder_for_digits = data is not None and recipe.dataset == "digits" and dataset is None
-    if folder_for_digits:
-        recipe = recipe.with_overrides(dataset="imagefolder")
-    # Local things first: a missing or malformed dataset folder fails before any download (timm init
-    # weights) and before any stage runs. Views are attached once the method says which it needs.
-    train_set = dataset if dataset is not None else open_train_dataset(recipe, data, on_error)
-    if method is None:
-        # Stages a method needs before training (synth: decoder pre-training), each resumable.
-        from .methods import get_method_class
-        stage_kwargs = dict(data=data, seed=seed, num_workers=num_workers, mixed_precision=mixed_precision,
-                            grad_accum=grad_accum, progress_bar=progress_bar, on_error=on_error,
-                            overwrite=overwrite, collective_timeout=collective_timeout)
-        prepared, stage_stop = get_method_class(recipe.method).prepare_run(
-            recipe, out_dir, resume=bool(resume), custom_dataset=dataset is not None, **stage_kwargs)
-        if stage_stop is not None:  # a stage was interrupted: its own checkpoint holds the work
-            return stage_stop
-        if prepared != recipe and resume is True and not ckpt_path.is_file():
-            resume = False  # the stages are done and main training has not started yet
-        recipe = prepared
-    timeout_s = collective_timeout_seconds(collective_timeout)
-    mixed_precision = default_mixed_precision(mixed_precision)
-    accelerator = Accelerator(mixed_precision=mixed_precision, log_with=log_with, project_dir=str(out_dir),
-                              kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))])
-    log = accelerator.print
-    if folder_for_digits:
-        log(f"--data {data}: recipe {recipe.name!r} trains on the embedded digits, so this folder is read as "
-            f"'imagefolder' (one sub-folder of images per class).")
-    _claim_run_folder(accelerator, out_dir, resume=bool(resume), overwrite=overwrite)
-
-    resume_state = None
-    if resume:
-        source = ckpt_path if resume is True else Path(resume)
-        resume_state = load_checkpoint(resolve_checkpoint_path(source))
-        if not _length_given(epochs, overrides):
-            # A plain --resume continues the run as planned; --epochs / --max-steps on resume set a new length.
-            recipe = recipe.with_overrides(train={"epochs": Recipe.from_dict(resume_state["recipe"]).train.epochs})
-            if max_steps is None:
-                max_steps = resume_state["run"]["total_steps"]
-        # Only the length may change on resume: a finished run can be extended with more epochs.
-        stored = Recipe.from_dict(resume_state["recipe"]).with_overrides(train={"epochs": recipe.train.epochs})
-        if stored != recipe:
-            diff = _recipe_diff(stored.to_dict(), recipe.to_dict())
-            raise ValueError(f"Cannot resume {source}: it was trained with a different recipe ({diff}). Pass the "
-                             f"same recipe and options as the first run, or choose another --output.")
-        log(f"Resuming from {source} at epoch {resume_state['epoch']}, step {resume_state['step']}.")
-
-    world = accelerator.num_processes
-    global_batch = recipe.train.batch_size
-    per_process_batch = per_process_batch_size(global_batch, world, grad_accum)
-
-    # Same seed everywhere for the model (identical initial weights on every process) ...
-    set_seed(seed)
-    if method is None:
-        from .factory import create_method
-        method = create_method(recipe)
-    if recipe.train.sync_bn and world > 1:
-        from .batchnorm import convert_sync_batchnorm
-        method = convert_sync_batchnorm(method, accelerator.device)
-    # ... then a per-process seed for augmentations and shuffle-BN permutations.
-    set_seed(seed, device_specific=True)
-
-    lr_value = scaled_lr(recipe.train.base_lr, global_batch, recipe.train.lr_batch_denom)
-
-    if dataset is None:
-        from .transforms import build_multiview_transform
-        train_set.transform = build_multiview_transform(method.view_names, recipe.augment)
-    sampler = EpochShardSampler(len(train_set), per_process_batch, seed, world, accelerator.process_index)
-    steps_per_epoch = sampler.batches_per_epoch() // grad_accum
-    # Whole accumulation cycles only: left-over micro-batches would leak gradients into the next epoch.
-    sampler.num_batches = steps_per_epoch * grad_accum
-    if steps_per_epoch < 1:
-        raise ValueError(f"The training set has {len(train_set)} images, fewer than one optimiser step needs "
-                         f"(global batch {global_batch} = {per_process_batch} x {world} processes x grad_accum "
-                         f"{grad_accum}). Lower --batch-size.")
-    online_sets = online_knn_datasets(recipe, data) if knn_every else None
-    for note in _run_warnings(recipe, method, len(train_set), steps_per_epoch, accelerator):
-        log(f"warning: {note}")
-    total_steps = recipe.train.epochs * steps_per_epoch
-    if max_steps is not None:
-        total_steps = min(total_steps, max_steps)
-    workers = recipe.train.num_workers if num_workers is None else num_workers
-    loader_gen = torch.Generator()
-    loader = build_loader(train_set, per_process_batch, workers, sampler, loader_gen)
-
-    groups = build_param_groups(method, lr_value, recipe.train.weight_decay, recipe.train.decay_norm_and_bias)
-    optimizer = build_optimizer(groups, recipe)
-    scheduler = build_scheduler(optimizer, recipe, total_steps, steps_per_epoch)
-    # channels_last: faster convolutions on GPUs and, at >= 64 px, on CPUs (docs/results.md); default on CUDA.
-    memory_format = (torch.channels_last if (accelerator.device.type == "cuda" if channels_last is None
-                                             else channels_last) else torch.contiguous_format)
-    method.to(memory_format=memory_format)
-    model, optimizer = accelerator.prepare(method, optimizer)
-    unwrapped = _unwrap(accelerator, model)
-
-    run_info = {"global_batch": global_batch, "per_process_batch": per_process_batch, "num_processes": world,
-                "grad_accum": grad_accum, "lr": lr_value,
-                "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
-                # the data a run trains on is part of the run: resuming on other images is refused
-                "data": str(Path(data).resolve()) if data is not None else None, "num_images": len(train_set)}
-    step, epoch, micro_done = 0, 0, 0
-    if resume_state is not None:
-        old = resume_state["run"]
-        moved = {k: (old[k], run_info[k]) for k in ("data", "num_images") if k in old and old[k] != run_info[k]}
-        if moved:
-            raise UserInputError(f"Cannot resume: the first run trained on other data {moved} (old, new). Pass the "
-                                 f"same --data as the first run, or start a new run in another --output.")
-        changed = {k: (old.get(k), v) for k, v in run_info.items()
-                   if old.get(k) != v and k not in ("total_steps", "data", "num_images")}
-        if changed:
-            raise ValueError(f"Cannot resume: the run geometry changed {changed} (old, new). Use the same global batch "
-                             f"size, number of processes and --grad-accum as the first run.")
-        if total_steps < resume_state["step"]:
-            raise ValueError(f"Cannot resume with {total_steps} total steps: the checkpoint is already at step "
-                             f"{resume_state['step']}. Pass at least the first run's --epochs / --max-steps.")
-        unwrapped.load_state_dict(resume_state["model"])
-        optimizer.optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        _extend_schedule(scheduler, total_steps)
-        if accelerator.scaler is not None and resume_state.get("scaler"):
-            accelerator.scaler.load_state_dict(resume_state["scaler"])
-        step, epoch, micro_done = resume_state["step"], resume_state["epoch"], resume_state["micro_in_epoch"]
-        rng = resume_state["rng"]
-        if len(rng) == world:
-            restore_rng_state(rng[accelerator.process_index])
-        else:  # unreachable after the geometry check, kept for checkpoints edited by hand
-            log("warning: checkpoint RNG states are for another number of processes; reseeding.")
-
-    if log_with:
-        accelerator.init_trackers(recipe.name.replace("/", "_"), config={**recipe.to_dict()["train"], **run_info})
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        log(f"Training {recipe.name} ({recipe.method}, {recipe.backbone.arch}) on {len(train_set)} images: "
-            f"{world} process(es) x batch {per_process_batch} x grad_accum {grad_accum} = global batch "
-            f"{global_batch}, lr {lr_value:.4g} (= {recipe.train.base_lr:g} x {global_batch} / "
-            f"{recipe.train.lr_batch_denom}), {total_steps} steps, output {out_dir}")
-
-    def checkpoint(micro_in_epoch: int) -> None:
-        _stop_if_weights_non_finite(accelerator, unwrapped, step, ckpt_path, lr_value)
-        rng_all = _gather_objects(accelerator, capture_rng_state())
-        if accelerator.is_main_process:
-            save_checkpoint(ckpt_path, {
-                "model": unwrapped.state_dict(), "optimizer": optimizer.optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-                "epoch": epoch, "step": step, "micro_in_epoch": micro_in_epoch, "rng": rng_all,
-                "recipe": recipe.to_dict(), "run": run_info, "seed": seed, "last": last})
-        accelerator.wait_for_everyone()
-
-    if resume_state is not None and accelerator.is_main_process:
-        trim_log(out_dir / LOG_NAME, resume_state["step"])  # steps logged after the checkpoint run again
-    log_file = open(out_dir / LOG_NAME, "a") if accelerator.is_main_process else None
-    bar = None
-    if progress_bar and accelerator.is_main_process:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total_steps, initial=step, desc=recipe.name, dynamic_ncols=True)
-
-    def write_log(record: dict[str, Any]) -> None:
-        if log_file is not None:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-        if log_with:
-            accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=record["step"])
-
-    interrupted = False
-    # A resumed run that has no step left keeps the final numbers of the run it continues.
-    last: dict[str, float] = dict(resume_state.get("last") or {}) if resume_state is not None else {}
-    model.train()
-    try:
-        with StopRequest() as stop:
-            while step < total_steps and epoch < recipe.train.epochs:
-                skip = micro_done
-                sampler.set_epoch(epoch, skip_batches=skip)
-                loader_gen.manual_seed(seed * 100_003 + epoch * 1_009 + skip * 7 + accelerator.process_index)
-                epoch_sums: dict[str, float] = {}
-                n_epoch = 0
-                t0, images = time.perf_counter(), 0
-                micro = skip
-                for batch in loader:
-                    views = [v.to(accelerator.device, memory_format=memory_format, non_blocking=True)
-                             for v in batch[0]]
-                    sync = (micro + 1) % grad_accum == 0
-                    # Accumulation steps skip DDP's gradient all-reduce; the last one synchronises.
-                    ctx = contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(model)
-                    with ctx:
-                        with accelerator.autocast():
-                            out = model(views)
-                        parts = _scalars(out)
-                        if _any_process(accelerator, not math.isfinite(parts["loss"])):
-                            raise NonFiniteLossError(
-                                f"Non-finite loss at step {step + 1} (epoch {epoch + 1}): "
-                                + ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
-                                + f". Training stopped; the last good checkpoint is kept at {ckpt_path} "
-                                f"(if one was written). Lower the learning rate (now {lr_value:.4g}) or use "
-                                f"--mixed-precision no.")
-                        accelerator.backward(out["loss"] / grad_accum)
-                    micro += 1
-                    images += views[0].shape[0] * world
-                    for k, v in parts.items():
-                        epoch_sums[k] = epoch_sums.get(k, 0.0) + v
-                    n_epoch += 1
-                    if not sync:
-                        continue
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: no step, no schedule
-                        scheduler.step()
-                    step += 1
-                    unwrapped.after_optimizer_step(step / total_steps)
-                    lr_now = optimizer.param_groups[0]["lr"]
-                    speed = images / max(time.perf_counter() - t0, 1e-9)
-                    last = {**parts, "lr": lr_now}
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{parts['loss']:.4f}", lr=f"{lr_now:.3g}", img_s=f"{speed:.0f}")
-                    if step % log_every == 0 or step == total_steps:
-                        write_log({"step": step, "epoch": epoch + 1, **parts, "lr": lr_now, "images_per_s": speed})
-                    if _any_process(accelerator, stop.requested):
-                        checkpoint(micro)
-                        interrupted = True
-                        log(f"\nStopped at step {step}; checkpoint saved to {ckpt_path}. Continue with --resume.")
-                        break
-                    if step >= total_steps:
-                        break
-                if interrupted:
-                    break
-                if micro < sampler.num_batches:  # stopped by max_steps inside the epoch
-                    checkpoint(micro)
-                    break
-                epoch += 1
-                micro_done = 0
-                means = {f"epoch_{k}": v / max(n_epoch, 1) for k, v in epoch_sums.items()}
-                if knn_every and epoch % knn_every == 0:
-                    means.update(online_knn(unwrapped.encoder, online_sets, accelerator, log))
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}", knn=f"{means['knn_top1']:.1f}")
-                write_log({"step": step, "epoch": epoch, **means, "lr": optimizer.param_groups[0]["lr"]})
-                checkpoint(0)
-    except RuntimeError as exc:
-        if is_collective_timeout(exc):
-            raise _collective_timeout_error(accelerator, timeout_s, ckpt_path) from exc
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        if log_file is not None:
-            log_file.close()
-        if log_with:
-            accelerator.end_training()
-
-    result: dict[str, Any] = {"output": str(out_dir), "step": step, "epoch": epoch, "total_steps": total_steps,
-                              "interrupted": interrupted, "lr": lr_value, "global_batch": global_batch,
-                              "final": last, "checkpoint": str(ckpt_path)}
-    if interrupted:
-        return result
-    _stop_if_weights_non_finite(accelerator, unwrapped, step, ckpt_path, lr_value)
-    if accelerator.is_main_process:
-        from .export import save_encoder
-        metrics = {"final_loss": last.get("loss"), "steps": step, "epochs_done": epoch}
-        save_encoder(unwrapped.encoder, out_dir, recipe, metrics=metrics,
-                     extra={"train": {**run_info, "seed": seed, "mixed_precision": accelerator.mixed_precision}})
-        log(f"Exported the encoder to {out_dir / 'model.safetensors'} (+ config.json).")
-    accelerator.wait_for_everyone()
-    result["model"] = str(out_dir / "model.safetensors")
+    opts = TrainOptions(data=data, epochs=epochs, output=output, overrides=overrides, resume=resume,
+                        mixed_precision=mixed_precision, grad_accum=grad_accum, seed=seed, num_workers=num_workers,
+                        max_steps=max_steps, log_with=log_with, log_every=log_every, progress_bar=progress_bar,
+                        on_error=on_error, overwrite=overwrite, collective_timeout=collective_timeout,
+                        channels_last=channels_last, knn_every=knn_every)
+    prepared = _prepare_run(recipe_or_name, opts, method, dataset, lr=lr, batch_size=batch_size)
+    if isinstance(prepared, dict):  # a method stage was interrupted: its own checkpoint holds the work
+        return prepared
+    run, state = prepared
+    _train_epochs(run, state, RunLog(run, state))
+    result: dict[str, Any] = {"output": str(run.out_dir), "step": state.step, "epoch": state.epoch,
+                              "total_steps": run.total_steps, "interrupted": state.interrupted, "lr": run.lr,
+                              "global_batch": run.run_info["global_batch"], "final": state.last,
+                              "checkpoint": str(run.ckpt_path)}
+    if not state.interrupted:
+        result["model"] = str(_export(run, state))
     return result
-
-
-def _gather_objects(accelerator, obj: Any) -> list[Any]:
-    if accelerator.num_processes == 1:
-        return [obj]
-    from accelerate.utils import gather_object
-    return gather_object([obj])
-
-
-def _recipe_diff(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> str:
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, Mapping) and isinstance(vb, Mapping):
-            sub = _recipe_diff(va, vb, f"{prefix}{key}.")
-            if sub:
-                diffs.append(sub)
-        elif va != vb:
-            diffs.append(f"{prefix}{key}: {va!r} -> {vb!r}")
-    return "; ".join(diffs)
 
 
 # -- command line -----------------------------------------------------------------------------------
@@ -868,9 +808,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(parser.parse_args(argv))
 
 
-__all__ = ["train", "resolve_recipe", "parse_overrides", "scaled_lr", "per_process_batch_size", "build_param_groups", "build_optimizer",
-           "build_scheduler", "WarmupCosine", "EpochShardSampler", "NonFiniteLossError", "configure_parser",
-           "run_cli", "main"]
+# scaled_lr ... EpochShardSampler, online_knn: re-exported from their modules (ssl_zoo.optim, ssl_zoo.data.sampler,
+# ssl_zoo.evaluation.monitor), where they moved from here.
+__all__ = ["train", "resolve_recipe", "parse_overrides", "per_process_batch_size", "NonFiniteLossError",
+           "TrainingRun", "RunState", "configure_parser", "run_cli", "main",
+           "scaled_lr", "build_param_groups", "build_optimizer", "build_scheduler", "WarmupCosine", "ConstantFactor",
+           "EpochShardSampler", "online_knn"]
 
 if __name__ == "__main__":
     sys.exit(main())

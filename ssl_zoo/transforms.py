@@ -6,12 +6,17 @@
 ``"plain"``    the image only resized (synth's reconstruction target).
 ``"eval"``     Resize(size / crop_pct) + CenterCrop(size), the evaluation transform; crop_pct is the
                recipe's ``eval_crop_pct`` (1.0 for the CIFAR protocol: the whole 32x32 image).
+
+For a given encoder (``ssl-zoo eval``): :func:`eval_transform` and :func:`linear_train_transform` take the
+size, mean/std, interpolation and crop_pct from its timm ``pretrained_cfg`` (:func:`augment_cfg_for`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+from torch import nn
 from torchvision.transforms import v2
 
 from .recipe import AUGMENT_PRESETS, AugmentCfg
@@ -102,3 +107,36 @@ def build_multiview_transform(view_names: Sequence[str], cfg: AugmentCfg, *,
     return MultiViewTransform([
         cache.setdefault(v, build_view_transform(v, cfg, photometric_on_device=photometric_on_device))
         for v in view_names])
+
+
+# -- the transforms of a given encoder (evaluation) --------------------------------------------------
+
+def augment_cfg_for(encoder: nn.Module, image_size: int | None = None) -> AugmentCfg:
+    """An ``AugmentCfg`` with the size, mean/std and interpolation of the encoder's ``pretrained_cfg``."""
+    pcfg = dict(getattr(encoder, "pretrained_cfg", None) or {})
+    kwargs: dict[str, Any] = {}
+    for key in ("mean", "std"):
+        if pcfg.get(key) is not None:
+            kwargs[key] = tuple(float(v) for v in pcfg[key])
+    if pcfg.get("interpolation") in ("bilinear", "bicubic", "nearest"):
+        kwargs["interpolation"] = pcfg["interpolation"]
+    size = image_size or (pcfg.get("input_size") or (3, 224, 224))[-1]
+    return AugmentCfg(image_size=int(size), **kwargs)
+
+
+def eval_transform(encoder: nn.Module, image_size: int | None = None) -> Callable:
+    """Resize(size / crop_pct) + CenterCrop(size) + normalise (the ``"eval"`` view)."""
+    crop_pct = float((getattr(encoder, "pretrained_cfg", None) or {}).get("crop_pct") or 0.875)
+    return build_view_transform("eval", augment_cfg_for(encoder, image_size), crop_pct=crop_pct)
+
+
+def linear_train_transform(encoder: nn.Module, image_size: int | None = None) -> Callable:
+    """MoCo linear-probe train transform: RandomResizedCrop(size) + horizontal flip + normalise."""
+    cfg = augment_cfg_for(encoder, image_size)
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop(cfg.image_size, interpolation=v2.InterpolationMode(cfg.interpolation), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(cfg.mean, cfg.std),
+    ])

@@ -3,8 +3,9 @@
 One row per image: the original (only resized), and for a synth run its reconstruction D(h) and
 perturbed reconstruction D(h_tilde), then a spatial Grad-CAM map of the encoder overlaid on the
 image. Grad-CAM (Selvaraju et al. 2017) is taken on the last conv stage (timm ``forward_intermediates``;
-the deepest stage with at least 4x4 cells when the last is smaller, e.g. 32 px inputs) and driven by a contrastive loss between two views: the plain image (query) against an augmented
-view of it (key), InfoNCE over the shown images with temperature 0.2. Channel weights are the
+the deepest stage with at least 4x4 cells when the last is smaller, e.g. 32 px inputs) and driven by a
+contrastive loss between two views: the plain image (query) against an augmented view of it (key),
+InfoNCE over the shown images with temperature 0.2. Channel weights are the
 spatial mean of -dL/dA (the direction that *lowers* the loss), cam = ReLU(sum_c w_c A_c).
 
 ``RUN_OR_MODEL`` is a training run folder (``checkpoint.pt``: a synth run or its decoder
@@ -16,8 +17,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -20,8 +20,9 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -496,7 +497,8 @@ def init_weights_(model: nn.Module, init: str) -> None:
             raise FileNotFoundError(f"Encoder init file {init!r} does not exist. Use 'timm:<arch.tag>' for timm "
                                     f"weights, a path to a .safetensors/.pth state dict, or None.")
         state = read_state_dict(init)
-    load_state_dict_strict(model, filter_state_dict(state, drop=classifier_names(model)), source=f"encoder init {init!r}")
+    load_state_dict_strict(model, filter_state_dict(state, drop=classifier_names(model)),
+                           source=f"encoder init {init!r}")
 
 
 # -- recipe weights: file > Hub > URL --------------------------------------------

@@ -11,7 +11,8 @@ import torch
 from test_evaluation_features import TINY_DATASET, cli_args, export_tiny_encoder, register_tiny_dataset
 
 from ssl_zoo.evaluation import extract_features, knn_accuracy, retrieval_metrics
-from ssl_zoo.evaluation.cli import eval_transform, load_encoder, main
+from ssl_zoo.evaluation.cli import load_encoder, main
+from ssl_zoo.transforms import eval_transform
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,8 @@ from torch import nn
 
 import ssl_zoo
 from ssl_zoo.batchnorm import CpuSyncBatchNorm, SplitBatchNorm2d, batchnorm_groups, convert_split_batchnorm
-from ssl_zoo.train import build_optimizer, build_param_groups, per_process_batch_size
+from ssl_zoo.optim import build_optimizer, build_param_groups
+from ssl_zoo.train import per_process_batch_size
 
 TINY = {"arch": "test_resnet", "model_args": {}}
 

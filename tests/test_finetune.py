@@ -14,7 +14,7 @@ from PIL import Image
 from test_evaluation_features import export_tiny_encoder
 
 from ssl_zoo.data import create_dataset, label_fraction_indices
-from ssl_zoo.evaluation.cli import eval_transform, linear_train_transform, load_encoder, main
+from ssl_zoo.evaluation.cli import load_encoder, main
 from ssl_zoo.evaluation.finetune import (
     FinetuneCfg,
     GlobalBatchSampler,
@@ -29,6 +29,7 @@ from ssl_zoo.evaluation.finetune import (
     split_file_indices,
 )
 from ssl_zoo.evaluation.robustness import crop_robustness, crop_settings, random_crop_transform
+from ssl_zoo.transforms import eval_transform, linear_train_transform
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -21,16 +21,8 @@ import ssl_zoo
 from ssl_zoo.checkpoint import load_checkpoint, save_checkpoint
 from ssl_zoo.cli import main as cli_main
 from ssl_zoo.methods.moco import MoCoV2
-from ssl_zoo.train import (
-    NonFiniteLossError,
-    build_optimizer,
-    build_param_groups,
-    build_scheduler,
-    parse_overrides,
-    resolve_recipe,
-    scaled_lr,
-    train,
-)
+from ssl_zoo.optim import build_optimizer, build_param_groups, build_scheduler, scaled_lr
+from ssl_zoo.train import NonFiniteLossError, parse_overrides, resolve_recipe, train
 
 RECIPE = "moco_v2_r18_digits"
 SMALL = {"queue_size": 64}
@@ -329,7 +321,7 @@ def test_online_knn_and_collapse_monitor_are_logged_every_n_epochs(tmp_path: Pat
 
 def test_collapse_monitor_warns_on_constant_features(capsys) -> None:
     from ssl_zoo.data import create_dataset
-    from ssl_zoo.train import online_knn
+    from ssl_zoo.evaluation.monitor import online_knn
 
     class Collapsed(torch.nn.Module):
         num_features = 8

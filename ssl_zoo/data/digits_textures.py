@@ -10,9 +10,10 @@ images (the digits' stratified split). Needs scikit-image (``pip install scikit-
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

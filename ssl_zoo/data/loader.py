@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import random
 import signal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+if TYPE_CHECKING:
+    from ..recipe import Recipe
 
 
 def seed_worker(worker_id: int) -> None:
@@ -61,3 +65,24 @@ def build_train_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, 
                       sampler=sampler, drop_last=drop_last, num_workers=num_workers,
                       pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
                       generator=generator, **kwargs)
+
+
+def open_train_dataset(recipe: Recipe, data: str | None, on_error: str = "raise") -> Dataset:
+    """The recipe's training split without a transform (checks the folder layout; cheap).
+
+    Training attaches the views once the method says which it needs. ``on_error="skip"`` replaces
+    unreadable images (and counts them) instead of stopping the run.
+    """
+    from . import create_dataset
+
+    return create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=None, on_error=on_error)
+
+
+def build_epoch_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler,
+                       generator: torch.Generator) -> DataLoader:
+    """The training loop's loader: batches in ``sampler``'s order, workers seeded from ``generator``."""
+    # The loader has its own generator (reseeded per epoch), so drawing worker seeds never touches
+    # the global RNG: a resumed run consumes exactly the random numbers of an uninterrupted one.
+    # Workers are not persistent for the same reason: each epoch's workers start from that epoch's seed.
+    return build_train_loader(dataset, batch_size, num_workers, sampler=sampler, generator=generator,
+                              drop_last=True, persistent_workers=False)

@@ -5,7 +5,8 @@ show percentages. See docs/benchmarks.md for the protocols.
 """
 from __future__ import annotations
 
-from .cli import configure_parser, load_encoder, markdown_row, run_benchmark, run_cli
+from ..report import markdown_row
+from .cli import configure_parser, load_encoder, run_benchmark, run_cli
 from .features import extract_features, make_loader, recipe_split_features
 from .linear import LinearProbeCfg, dataset_num_classes, linear_probe, linear_probe_on_features, make_classifier
 from .metrics import knn_accuracy, knn_predict, queries_without_positive, retrieval_metrics, topk_accuracy

@@ -8,17 +8,19 @@ Markdown table row. Numbers in reports are percentages.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import shlex
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
+
+from ..report import append_markdown_row, build_result, markdown_header, markdown_row, write_json
+
+# The encoder transforms (ssl_zoo.transforms: eval_transform, linear_train_transform, augment_cfg_for) are imported
+# where used: importing torchvision here changed how the 2-process test's workers exit (its rendezvous file vanished).
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -30,7 +32,8 @@ CACHED_FEATURES_NOTE = ("cached features: train features extracted once with the
 
 
 # ---------------------------------------------------------------------------------------------- model
-def load_encoder(spec: str, pretrained: bool = False, checkpoint: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def load_encoder(spec: str, pretrained: bool = False,
+                 checkpoint: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The encoder named by ``spec`` and a description of where it came from.
 
     ``spec`` is a recipe name (weights with ``pretrained`` or ``checkpoint``, else random init),
@@ -71,44 +74,6 @@ def _encoder_from_dir(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     name = (source.config or {}).get("ssl_zoo", {}).get("recipe") or (source.recipe.name if source.recipe else None)
     model_dir = source.weights.parent if source.weights is not None else path
     return build_model(source), {"name": name or model_dir.name, "source": "local", "checkpoint": str(model_dir)}
-
-
-# ----------------------------------------------------------------------------------------- transforms
-def augment_cfg_for(encoder: nn.Module, image_size: int | None = None):
-    """An ``AugmentCfg`` with the size, mean/std and interpolation of the encoder's ``pretrained_cfg``."""
-    from ..recipe import AugmentCfg
-
-    pcfg = dict(getattr(encoder, "pretrained_cfg", None) or {})
-    kwargs: dict[str, Any] = {}
-    for key in ("mean", "std"):
-        if pcfg.get(key) is not None:
-            kwargs[key] = tuple(float(v) for v in pcfg[key])
-    if pcfg.get("interpolation") in ("bilinear", "bicubic", "nearest"):
-        kwargs["interpolation"] = pcfg["interpolation"]
-    size = image_size or (pcfg.get("input_size") or (3, 224, 224))[-1]
-    return AugmentCfg(image_size=int(size), **kwargs)
-
-
-def eval_transform(encoder: nn.Module, image_size: int | None = None) -> Callable:
-    """Resize(size / crop_pct) + CenterCrop(size) + normalise (the ``"eval"`` view)."""
-    from ..transforms import build_view_transform
-
-    crop_pct = float((getattr(encoder, "pretrained_cfg", None) or {}).get("crop_pct") or 0.875)
-    return build_view_transform("eval", augment_cfg_for(encoder, image_size), crop_pct=crop_pct)
-
-
-def linear_train_transform(encoder: nn.Module, image_size: int | None = None) -> Callable:
-    """MoCo linear-probe train transform: RandomResizedCrop(size) + horizontal flip + normalise."""
-    from torchvision.transforms import v2
-
-    cfg = augment_cfg_for(encoder, image_size)
-    return v2.Compose([
-        v2.ToImage(),
-        v2.RandomResizedCrop(cfg.image_size, interpolation=v2.InterpolationMode(cfg.interpolation), antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(cfg.mean, cfg.std),
-    ])
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -183,10 +148,10 @@ def run_cli(args: argparse.Namespace) -> int:
         row = markdown_row(result)
         print(row)
         if args.output:
-            _write_json(Path(args.output), result)
+            write_json(Path(args.output), result)
             print(f"wrote {args.output}")
         if args.markdown:
-            _append_markdown(Path(args.markdown), row)
+            append_markdown_row(Path(args.markdown), row, header=markdown_header())
     accelerator.wait_for_everyone()
     return 0
 
@@ -236,6 +201,8 @@ def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[st
                       num_features=int(getattr(encoder, "num_features", 0)))
     if model_info["source"] == "random-init":
         accelerator.print(f"note: evaluating {args.model} with random weights (add --pretrained or --checkpoint).")
+    from ..transforms import augment_cfg_for
+
     image_size = augment_cfg_for(encoder, args.image_size).image_size
     encoder.to(accelerator.device)
     from .finetune_cli import RUNNERS
@@ -267,6 +234,7 @@ def _dataset(args: argparse.Namespace, split: str, transform: Callable, label_fr
 
 
 def _run_knn(args, encoder, image_size, accelerator):
+    from ..transforms import eval_transform
     from .features import extract_features
     from .metrics import knn_accuracy
 
@@ -294,6 +262,7 @@ def _run_knn(args, encoder, image_size, accelerator):
 
 
 def _run_retrieval(args, encoder, image_size, accelerator):
+    from ..transforms import eval_transform
     from .features import extract_features
     from .metrics import queries_without_positive, retrieval_metrics
 
@@ -315,6 +284,7 @@ def _run_retrieval(args, encoder, image_size, accelerator):
 
 
 def _run_linear(args, encoder, image_size, accelerator):
+    from ..transforms import eval_transform, linear_train_transform
     from .features import extract_features
     from .linear import LinearProbeCfg, dataset_num_classes, linear_probe, linear_probe_on_features
 
@@ -367,100 +337,6 @@ def _split_info(train_split: str, num_train: int, test_split: str, num_test: int
     if holdout:
         info["holdout"] = {"fraction": holdout, "seed": seed, "from_split": "train", "stratified": True}
     return info
-
-
-# -------------------------------------------------------------------------------------------- output
-METRIC_LABELS = {"top1": "top-1", "top5": "top-5", "rank1": "rank-1", "rank5": "rank-5", "mAP": "mAP"}
-
-
-def build_result(protocol: str, metrics: dict[str, float], model: dict[str, Any], dataset: dict[str, Any],
-                 settings: dict[str, Any], wall_time_s: float, world_size: int) -> dict[str, Any]:
-    """The JSON record of one benchmark run (schema in docs/benchmarks.md)."""
-    from .. import __version__
-
-    return {
-        "protocol": protocol,
-        "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
-        "metrics_unit": "percent (train_loss: nats)",
-        "model": model,
-        "dataset": dataset,
-        "settings": settings,
-        "model_index": model_index_metrics(protocol, metrics, dataset),
-        "ssl_zoo_version": __version__,
-        "torch_version": torch.__version__,
-        "platform": platform.platform(),
-        "device": _device_name(),
-        "world_size": world_size,
-        "wall_time_s": round(wall_time_s, 2),
-        "command": " ".join(shlex.quote(a) for a in sys.argv),
-        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
-def model_index_metrics(protocol: str, metrics: dict[str, float], dataset: dict[str, Any]) -> dict[str, Any]:
-    """Metrics in the form ``config.json``'s ``ssl_zoo.metrics`` takes for the model card's model-index."""
-    task = "image-retrieval" if protocol == "retrieval" else "image-classification"
-    split = dataset.get("test_split")
-    out = {}
-    for name, value in metrics.items():
-        if name == "train_loss":
-            continue
-        out[f"{protocol}_{name}"] = {"value": round(float(value), 2), "dataset": dataset.get("name"),
-                                     "split": split, "task": task}
-    return out
-
-
-def markdown_header(protocol: str | None = None) -> str:
-    return ("| model | dataset | protocol | result | world size | wall time |\n"
-            "|---|---|---|---|---|---|")
-
-
-def markdown_row(result: dict[str, Any]) -> str:
-    """``| model | dataset | protocol | result | world size | wall time |`` for docs/results.md."""
-    s, d = result["settings"], result["dataset"]
-    protocol = result["protocol"]
-    if protocol == "linear":
-        protocol = (f"linear ({'cached features' if s.get('cached_features') else 'MoCo'}, "
-                    f"{100 * s['label_fraction']:g}% labels, {s['epochs']} ep)")
-    elif protocol == "knn":
-        protocol = f"k-NN (T={s['temperature']:g})"
-    elif protocol in ("finetune", "transfer", "crop-robustness"):
-        from .finetune_cli import protocol_label
-
-        protocol = protocol_label(result)
-    parts = []
-    for name, value in result["metrics"].items():
-        if name == "train_loss":
-            continue
-        label = METRIC_LABELS.get(name) or name.replace("top1_k", "top-1 k=")
-        parts.append(f"{label} {value:.2f}")
-    model = result["model"]
-    model_name = model["name"] + ("" if model["source"] in ("pretrained", "hf-hub", "local") else f" ({model['source']})")
-    dataset = f"{d['name']} ({d.get('test_split', 'test')})"
-    return (f"| {model_name} | {dataset} | {protocol} | {', '.join(parts)} | {result['world_size']} | "
-            f"{result['wall_time_s']:.0f} s |")
-
-
-def _write_json(path: Path, result: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _append_markdown(path: Path, row: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a") as fh:
-        if new:
-            fh.write(markdown_header() + "\n")
-        fh.write(row + "\n")
-
-
-def _device_name() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return platform.processor() or "cpu"
 
 
 def main(argv: Sequence[str] | None = None, protocol: str | None = None) -> int:

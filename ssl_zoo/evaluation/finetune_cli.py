@@ -1,7 +1,8 @@
 """``ssl-zoo eval finetune|transfer|crop-robustness`` and ``benchmarks/{finetune,transfer,crop_robustness}.py``.
 
 The arguments and runners of the three LeOCLR protocols beyond the linear probe; they plug into
-``ssl_zoo.evaluation.cli`` (same model loading, JSON record and Markdown row). See docs/benchmarks.md.
+``ssl_zoo.evaluation.cli`` (same model loading; JSON record and Markdown row from ``ssl_zoo.report``). See
+docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -101,7 +102,8 @@ def _log(accelerator: Accelerator):
 
 # ------------------------------------------------------------------------------------------- finetune
 def run_finetune(args, encoder, image_size, accelerator):
-    from .cli import _dataset, _split_info, eval_transform, linear_train_transform
+    from ..transforms import eval_transform, linear_train_transform
+    from .cli import _dataset, _split_info
     from .finetune import default_epochs, finetune, split_file_indices
 
     train_tf = linear_train_transform(encoder, image_size)
@@ -185,7 +187,8 @@ def load_head(path: str, num_features: int) -> nn.Linear:
 
 # ------------------------------------------------------------------------------------------- transfer
 def run_transfer(args, encoder, image_size, accelerator):
-    from .cli import _dataset, _split_info, eval_transform, linear_train_transform
+    from ..transforms import eval_transform, linear_train_transform
+    from .cli import _dataset, _split_info
     from .finetune import transfer_finetune
 
     epochs = args.epochs if args.epochs is not None else 30
@@ -213,7 +216,8 @@ def run_transfer(args, encoder, image_size, accelerator):
 
 # ------------------------------------------------------------------------------------ crop robustness
 def run_crop_robustness(args, encoder, image_size, accelerator):
-    from .cli import _dataset, _split_info, augment_cfg_for, eval_transform, linear_train_transform
+    from ..transforms import augment_cfg_for, eval_transform, linear_train_transform
+    from .cli import _dataset, _split_info
     from .features import extract_features
     from .finetune import EncoderWithHead
     from .linear import LinearProbeCfg, _feature_dim, linear_probe, linear_probe_on_features
@@ -279,17 +283,3 @@ def run_crop_robustness(args, encoder, image_size, accelerator):
 
 
 RUNNERS = {"finetune": run_finetune, "transfer": run_transfer, "crop-robustness": run_crop_robustness}
-
-
-def protocol_label(result: dict[str, Any]) -> str:
-    """The Markdown row's protocol cell."""
-    s, protocol = result["settings"], result["protocol"]
-    if protocol == "finetune":
-        labels = (f"split file {Path(s['split_file']).name}" if s.get("split_file")
-                  else f"{100 * s['label_fraction']:g}% labels")
-        return f"fine-tune ({labels}, {s['epochs']} ep)"
-    if protocol == "transfer":
-        sel = s["selected"]
-        return f"transfer fine-tune ({s['epochs']} ep, selected lr {sel['lr']:g} wd {sel['weight_decay']:g})"
-    return "crop robustness (" + ("fine-tuned head" if str(s.get("classifier", "")).startswith("fine-tuned")
-                                  else "linear probe") + ")"

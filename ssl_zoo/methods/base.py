@@ -44,6 +44,8 @@ class SSLMethod(nn.Module):
 
     #: Views the data pipeline must produce per image, in order (see ssl_zoo.transforms).
     view_names: tuple[str, ...] = ("crop", "crop")
+    #: The recipe ``create_method`` built it from (a plain attribute: not in the state dict).
+    recipe: Recipe | None = None
 
     def __init__(self, encoder: nn.Module) -> None:
         super().__init__()

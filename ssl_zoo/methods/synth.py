@@ -97,8 +97,8 @@ def _groups(channels: int) -> int:
 
 def load_decoder_weights_(decoder: nn.Module, path: str | Path) -> None:
     """Load a decoder exported by ``ssl-zoo pretrain-decoder`` (``decoder.safetensors``)."""
-    from ..weights import read_state_dict  # the one reader: safetensors, or a weights_only pickle
     from ..errors import UserInputError
+    from ..weights import read_state_dict  # the one reader: safetensors, or a weights_only pickle
 
     path = Path(path)
     if path.is_dir():
