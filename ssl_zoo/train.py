@@ -227,6 +227,8 @@ class TrainOptions:
     collective_timeout: float | None = None
     channels_last: bool | None = None
     knn_every: int | None = None
+    compile: bool | str = False  # True: inductor; a string names another torch.compile backend
+    augment_on_device: bool = False
 
 
 @dataclass
@@ -260,6 +262,7 @@ class TrainingRun:
     memory_format: torch.memory_format
     online_sets: tuple[Dataset, Dataset] | None  # the --knn-every bank and queries
     timeout_s: float
+    view_finisher: nn.Module | None = None  # --augment-on-device: the batched photometric half of the views
 
     @property
     def ckpt_path(self) -> Path:
@@ -464,9 +467,17 @@ def _assemble_run(recipe: Recipe, method: nn.Module | None, train_set: Dataset, 
     per_process_batch = per_process_batch_size(global_batch, world, grad_accum)
     method = _build_method(recipe, method, opts.seed, accelerator)
     lr_value = scaled_lr(recipe.train.base_lr, global_batch, recipe.train.lr_batch_denom)
+    view_finisher = None
+    if custom_dataset and opts.augment_on_device:
+        raise UserInputError("--augment-on-device needs the recipe's own dataset: a caller's dataset brings "
+                             "finished views.")
     if not custom_dataset:  # a caller's dataset brings its own views
         from .transforms import build_multiview_transform
-        train_set.transform = build_multiview_transform(method.view_names, recipe.augment)
+        train_set.transform = build_multiview_transform(method.view_names, recipe.augment,
+                                                        photometric_on_device=opts.augment_on_device)
+    if opts.augment_on_device:
+        from .device_augment import DeviceViewFinisher
+        view_finisher = DeviceViewFinisher(method.view_names, recipe.augment).to(accelerator.device)
     sampler, steps_per_epoch = _build_sampler(train_set, per_process_batch, opts, accelerator)
     online_sets = online_knn_datasets(recipe, opts.data) if opts.knn_every else None
     for note in _run_warnings(recipe, method, len(train_set), steps_per_epoch, accelerator):
@@ -482,6 +493,9 @@ def _assemble_run(recipe: Recipe, method: nn.Module | None, train_set: Dataset, 
     scheduler = build_scheduler(optimizer, recipe, total_steps, steps_per_epoch)
     memory_format = _memory_format(opts.channels_last, accelerator)
     method.to(memory_format=memory_format)
+    if opts.compile:
+        # nn.Module.compile(): the module keeps its own state-dict keys, so checkpoints and exports are unchanged.
+        method.compile(backend="inductor" if opts.compile is True else opts.compile)
     model, optimizer = accelerator.prepare(method, optimizer)
     run_info = {"global_batch": global_batch, "per_process_batch": per_process_batch, "num_processes": world,
                 "grad_accum": grad_accum, "lr": lr_value,
@@ -490,7 +504,8 @@ def _assemble_run(recipe: Recipe, method: nn.Module | None, train_set: Dataset, 
                 "data": str(Path(opts.data).resolve()) if opts.data is not None else None,
                 "num_images": len(train_set)}
     return TrainingRun(recipe, accelerator, model, accelerator.unwrap_model(model), optimizer, scheduler, sampler,
-                       loader, loader_gen, out_dir, run_info, opts, memory_format, online_sets, timeout_s)
+                       loader, loader_gen, out_dir, run_info, opts, memory_format, online_sets, timeout_s,
+                       view_finisher)
 
 
 def _prepare_run(recipe_or_name: str | Recipe, opts: TrainOptions, method: nn.Module | None,
@@ -591,6 +606,8 @@ def _train_one_epoch(run: TrainingRun, state: RunState, runlog: RunLog,
     micro, t0, images = skip, time.perf_counter(), 0
     for batch in run.loader:
         views = [v.to(accelerator.device, memory_format=run.memory_format, non_blocking=True) for v in batch[0]]
+        if run.view_finisher is not None:  # uint8 crops in, normalised augmented views out
+            views = [v.contiguous(memory_format=run.memory_format) for v in run.view_finisher(views)]
         sync = (micro + 1) % grad_accum == 0
         parts = _forward_backward(run, state, views, sync)
         micro += 1
@@ -706,7 +723,7 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
           method: nn.Module | None = None, log_every: int = 10, dataset: Dataset | None = None,
           progress_bar: bool = True, on_error: str = "raise", overwrite: bool = False,
           collective_timeout: float | None = None, channels_last: bool | None = None,
-          knn_every: int | None = None) -> dict[str, Any]:
+          knn_every: int | None = None, compile: bool | str = False, augment_on_device: bool = False) -> dict[str, Any]:
     """Train a recipe (or a pre-built ``method``) and export its encoder; returns a summary dict.
 
     ``lr`` replaces the recipe's ``base_lr`` (still scaled by global batch / lr_batch_denom).
@@ -720,6 +737,10 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
     process waits for the others; then :class:`~ssl_zoo.distributed.CollectiveTimeoutError` is raised.
     ``dataset`` replaces the recipe's dataset (items ``(list_of_views, label)``).
     ``on_error="skip"`` replaces unreadable images (warned and counted) instead of stopping.
+    ``compile=True`` runs the method's forward through ``torch.compile`` (``nn.Module.compile``, inductor; a
+    string names another backend).
+    ``augment_on_device=True`` leaves colour jitter, grayscale and blur to the training device
+    (``ssl_zoo.device_augment``): for GPUs whose DataLoader workers cannot keep up.
     Raises :class:`NonFiniteLossError` when the loss is NaN/inf and
     :class:`~ssl_zoo.export.NonFiniteWeightsError` when parameters or buffers are (checked at every
     checkpoint and before the export).
@@ -728,7 +749,8 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
                         mixed_precision=mixed_precision, grad_accum=grad_accum, seed=seed, num_workers=num_workers,
                         max_steps=max_steps, log_with=log_with, log_every=log_every, progress_bar=progress_bar,
                         on_error=on_error, overwrite=overwrite, collective_timeout=collective_timeout,
-                        channels_last=channels_last, knn_every=knn_every)
+                        channels_last=channels_last, knn_every=knn_every, compile=compile,
+                        augment_on_device=augment_on_device)
     prepared = _prepare_run(recipe_or_name, opts, method, dataset, lr=lr, batch_size=batch_size)
     if isinstance(prepared, dict):  # a method stage was interrupted: its own checkpoint holds the work
         return prepared
@@ -765,6 +787,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="NHWC memory format for the model and batches (default: on for CUDA, off on CPU, where "
                              "it pays only from ~64 px)")
+    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="BACKEND",
+                        help="torch.compile the method's forward (default backend inductor; the first steps "
+                             "compile, minutes on a CPU)")
+    parser.add_argument("--augment-on-device", action="store_true",
+                        help="DataLoader workers only decode, crop and flip; colour jitter, grayscale and blur run "
+                             "batched on the training device (needs kornia; for GPUs starved by their loaders)")
     parser.add_argument("--knn-every", type=int, default=None, metavar="N",
                         help="every N epochs: k-NN top-1 (k=20) on the dataset's test split and the collapse "
                              "monitor, logged to log.jsonl, the progress bar and trackers")
@@ -794,7 +822,7 @@ def run_cli(args: argparse.Namespace) -> int:
                        max_steps=args.max_steps, log_with=args.log_with, overrides=overrides,
                        log_every=args.log_every, on_error=args.on_error, overwrite=args.overwrite,
                        collective_timeout=args.collective_timeout, channels_last=args.channels_last,
-                       knn_every=args.knn_every)
+                       knn_every=args.knn_every, compile=args.compile, augment_on_device=args.augment_on_device)
     # SslZooError (divergence / stalled peer exit 1, the rest 2); timm's unknown model_args (TypeError);
     # --output under a file or read-only (OSError)
     except (SslZooError, ValueError, TypeError, KeyError, OSError) as exc:
