@@ -28,6 +28,8 @@ SECTIONS = [
       "synth_digits_grid.png", "synth_digits_notes.md"]),
     ("The embedded benchmark `digits_textures` (64 px): MoCo v2, one seed",
      ["digits_textures_moco_seed0.md", "digits_textures_notes.md"]),
+    ("The second embedded benchmark `digits_clutter` (32 px): untrained vs MoCo v2, one seed (stopped)",
+     ["digits_clutter_3seeds.md", "digits_clutter_notes.md"]),
     ("Data pipeline vs training step throughput", ["data_pipeline.md"]),
     ("BatchNorm groups split inside one pass vs one group (MoCo v2, LeOCLR)",
      ["bn_groups_32px.md", "bn_groups_64px.md", "bn_groups_notes.md"]),

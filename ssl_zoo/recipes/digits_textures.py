@@ -5,8 +5,9 @@ Same backbone (timm resnet18), batch 64, optimiser and method arguments as the `
 
 * ``*_r18_digits_textures``: the first benchmark, 64 px, 40 epochs (760 steps). MoCo v2 did not learn it
   (k-NN@20 11.5% against 10.6% untrained; docs/results.md), so it is kept as a record, not compared on.
-* ``*_r18_digits_clutter``: the second, trained at 32 px for 30 epochs (570 steps, ~3-5 CPU minutes for MoCo
-  v2 on 2 cores), where MoCo v2 lifts k-NN@20 from ~10% to ~18% (the seed-0 pilot in docs/results.md).
+* ``*_r18_digits_clutter``: the second, trained at 32 px for 30 epochs (570 steps, ~4-8 CPU minutes for MoCo
+  v2 on 2 cores). MoCo v2 lowers its k-NN@20 (39.3% untrained, 18.7% trained, seed 1; docs/results.md), so it
+  is not yet the benchmark issue 14 asks for either.
 
 Both datasets are frozen (ssl_zoo/data/digits_textures.py).
 """
