@@ -30,7 +30,7 @@ SECTIONS = [
      ["digits_textures_moco_seed0.md", "digits_textures_notes.md"]),
     ("The second embedded benchmark `digits_clutter` (32 px): untrained vs MoCo v2, one seed (stopped)",
      ["digits_clutter_3seeds.md", "digits_clutter_notes.md"]),
-    ("Data pipeline vs training step throughput", ["data_pipeline.md"]),
+    ("Data pipeline vs training step throughput", ["data_pipeline.md", "data_pipeline_notes.md"]),
     ("BatchNorm groups split inside one pass vs one group (MoCo v2, LeOCLR)",
      ["bn_groups_32px.md", "bn_groups_64px.md", "bn_groups_notes.md"]),
     ("Training step vs a plain-torch reference step (MoCo v2, LeOCLR)",
