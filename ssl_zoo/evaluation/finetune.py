@@ -37,7 +37,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .features import _as_features, _split_batch, extract_features
-from .linear import _feature_dim, dataset_num_classes, make_classifier
+from .linear import (
+    _feature_dim,
+    dataset_num_classes,
+    make_classifier,
+    mean_over_processes,
+    optimizer_step,
+    settings_with,
+)
 from .metrics import topk_accuracy
 
 if TYPE_CHECKING:
@@ -272,19 +279,11 @@ def finetune(encoder: nn.Module, train_dataset: Dataset, test_dataset: Dataset |
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True).long()
             ce = F.cross_entropy(model(images), labels, reduction="sum")
             # DDP averages gradients over processes: sum / global batch, times world, is the 1-process mean.
-            loss = ce * (world / global_size)
-            optimizer.zero_grad(set_to_none=True)
-            if accelerator is not None:
-                accelerator.backward(loss)
-            else:
-                loss.backward()
-            optimizer.step()
+            optimizer_step(ce * (world / global_size), optimizer, accelerator)
             loss_sum += ce.detach()
             count += labels.numel()
             step += 1
-        if accelerator is not None:
-            loss_sum, count = accelerator.reduce(loss_sum, "sum"), accelerator.reduce(count, "sum")
-        train_loss = (loss_sum / count.clamp_min(1)).item()
+        train_loss = mean_over_processes(loss_sum, count, accelerator)
         if log is not None and ((epoch + 1) % max(1, log_every) == 0 or epoch + 1 == cfg.epochs):
             log(f"epoch {epoch + 1}/{cfg.epochs} lr {cfg.lr_at(step, total_steps):.4g} train loss {train_loss:.4f}")
     net_out = accelerator.unwrap_model(model) if accelerator is not None else model
@@ -380,9 +379,4 @@ def _unseeded(dataset: Dataset) -> Dataset:
 
 
 def _cfg(cfg: FinetuneCfg | None, overrides: dict[str, Any]) -> FinetuneCfg:
-    cfg = cfg or FinetuneCfg()
-    unknown = set(overrides) - set(FinetuneCfg.__dataclass_fields__)
-    if unknown:
-        raise TypeError(f"unknown fine-tuning settings {sorted(unknown)}; known: "
-                        f"{sorted(FinetuneCfg.__dataclass_fields__)}.")
-    return FinetuneCfg(**{**asdict(cfg), **overrides}) if overrides else cfg
+    return settings_with(FinetuneCfg, cfg, overrides, "fine-tuning")

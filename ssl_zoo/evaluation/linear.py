@@ -56,6 +56,22 @@ class LinearProbeCfg:
         return {**asdict(self), "milestones": list(self.milestones)}
 
 
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, accelerator: Any | None) -> None:
+    """zero_grad, backward (through Accelerate when given: DDP, mixed precision), step."""
+    optimizer.zero_grad(set_to_none=True)
+    if accelerator is not None:
+        accelerator.backward(loss)
+    else:
+        loss.backward()
+    optimizer.step()
+
+
+def mean_over_processes(total: torch.Tensor, count: torch.Tensor, accelerator: Any | None) -> float:
+    """``total / count`` summed over every process."""
+    if accelerator is not None:
+        total, count = accelerator.reduce(total, "sum"), accelerator.reduce(count, "sum")
+    return (total / count.clamp_min(1)).item()
+
 def make_classifier(num_features: int, num_classes: int, init_std: float = 0.01) -> nn.Linear:
     """``nn.Linear`` initialised as in MoCo's linear evaluation: N(0, init_std) weights, zero bias."""
     fc = nn.Linear(num_features, num_classes)
@@ -164,17 +180,10 @@ def linear_probe(encoder: nn.Module, train_dataset: Dataset, test_dataset: Datas
             with torch.no_grad():
                 features = _as_features(encoder(images))
             loss = F.cross_entropy(fc(features.float()), labels)
-            optimizer.zero_grad(set_to_none=True)
-            if accelerator is not None:
-                accelerator.backward(loss)
-            else:
-                loss.backward()
-            optimizer.step()
+            optimizer_step(loss, optimizer, accelerator)
             loss_sum += loss.detach() * labels.numel()
             count += labels.numel()
-        if accelerator is not None:
-            loss_sum, count = accelerator.reduce(loss_sum, "sum"), accelerator.reduce(count, "sum")
-        train_loss = (loss_sum / count.clamp_min(1)).item()
+        train_loss = mean_over_processes(loss_sum, count, accelerator)
         _log(log, log_every, epoch, cfg, train_loss)
     head = accelerator.unwrap_model(fc) if accelerator is not None else fc
     logits, labels = extract_features(nn.Sequential(encoder, head), test_dataset, batch_size=cfg.batch_size // world,
@@ -214,12 +223,16 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def _cfg(cfg: LinearProbeCfg | None, overrides: dict[str, Any]) -> LinearProbeCfg:
-    cfg = cfg or LinearProbeCfg()
-    unknown = set(overrides) - set(LinearProbeCfg.__dataclass_fields__)
+def settings_with(cls: type, cfg: Any, overrides: dict[str, Any], what: str) -> Any:
+    """``cfg`` (default ``cls()``) with ``overrides``; an unknown name is a TypeError listing the known ones."""
+    cfg = cfg or cls()
+    unknown = set(overrides) - set(cls.__dataclass_fields__)
     if unknown:
-        raise TypeError(f"unknown linear-probe settings {sorted(unknown)}; known: "
-                        f"{sorted(LinearProbeCfg.__dataclass_fields__)}.")
+        raise TypeError(f"unknown {what} settings {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}.")
+    return cls(**{**asdict(cfg), **overrides}) if overrides else cfg
+
+
+def _cfg(cfg: LinearProbeCfg | None, overrides: dict[str, Any]) -> LinearProbeCfg:
     if "milestones" in overrides:
         overrides = {**overrides, "milestones": tuple(overrides["milestones"])}
-    return LinearProbeCfg(**{**asdict(cfg), **overrides}) if overrides else cfg
+    return settings_with(LinearProbeCfg, cfg, overrides, "linear-probe")
