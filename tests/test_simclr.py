@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import ssl_zoo
+from ssl_zoo.losses import nt_xent
 from ssl_zoo.methods import simclr as simclr_module
 from ssl_zoo.train import train
 
@@ -64,3 +65,46 @@ def test_trains_through_the_common_loop_with_lars(recipe, tmp_path):
                    overrides={**TINY, "optimizer": "lars"})
     assert result["step"] == 2 and (tmp_path / "model.safetensors").is_file()
     assert ssl_zoo.get_recipe("simclr_r50_in1k").train.optimizer == "lars"
+
+
+GLOBAL_NT_XENT_SCRIPT = """
+import sys
+import torch
+import torch.distributed as dist
+from ssl_zoo.methods.simclr import global_nt_xent
+
+dist.init_process_group("gloo")  # from the environment accelerate launch sets (torchrun's)
+rank, world = dist.get_rank(), dist.get_world_size()
+g = torch.Generator().manual_seed(0)
+z_a, z_b = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)  # the global batch, same on both
+local_a = z_a[rank * 4:(rank + 1) * 4].clone().requires_grad_(True)
+local_b = z_b[rank * 4:(rank + 1) * 4].clone().requires_grad_(True)
+loss = global_nt_xent(local_a, local_b, 0.2)
+loss.backward()
+torch.save({"loss": loss.detach(), "grad_a": local_a.grad, "grad_b": local_b.grad, "world": world},
+           f"{sys.argv[1]}/rank{rank}.pt")
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_global_nt_xent_in_two_processes_is_the_one_process_loss_of_the_global_batch(tmp_path,
+                                                                                      launch_two_cpu_processes):
+    script = tmp_path / "nt_xent.py"
+    script.write_text(GLOBAL_NT_XENT_SCRIPT)
+    proc = launch_two_cpu_processes([str(script), str(tmp_path)])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    g = torch.Generator().manual_seed(0)
+    z_a = torch.randn(8, 16, generator=g).requires_grad_(True)
+    z_b = torch.randn(8, 16, generator=g).requires_grad_(True)
+    full = nt_xent(z_a, z_b, 0.2)  # one process, the whole global batch
+    full.backward()
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert got["world"] == 2
+        torch.testing.assert_close(got["loss"], full.detach())  # every process computes the same global loss
+        # all_gather's backward sums the gradients of the identical losses over the 2 processes; DDP's
+        # average then divides by 2: the local slice of the one-process gradient.
+        rows = slice(rank * 4, (rank + 1) * 4)
+        torch.testing.assert_close(got["grad_a"] / 2, z_a.grad[rows])
+        torch.testing.assert_close(got["grad_b"] / 2, z_b.grad[rows])
