@@ -24,6 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -37,7 +38,7 @@ TORCHVISION_GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
 _ORDERS = torch.tensor(list(itertools.permutations(range(4))))  # the 24 orders of the 4 colour steps
 
 
-def _kornia():
+def _kornia() -> Any:
     try:
         import kornia
     except ImportError as exc:
@@ -84,6 +85,9 @@ class PerImageColorJitter(nn.Module):
 
 class DevicePhotometric(nn.Module):
     """The photometric half of a view's augmentation, on a uint8 batch: returns the normalised float batch."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, cfg: AugmentCfg, photometric: bool = True) -> None:
         super().__init__()

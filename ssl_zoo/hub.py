@@ -115,7 +115,8 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None, *, en
     host = endpoint or constants.ENDPOINT
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, endpoint=endpoint, token=token,
-                                    cache_dir=cache_dir, force_download=force_download,
+                                    cache_dir=None if cache_dir is None else str(cache_dir),
+                                    force_download=force_download,
                                     library_name="ssl_zoo"))
     except RepositoryNotFoundError as exc:
         raise WeightsNotFoundError(
@@ -248,6 +249,8 @@ def url_weights(recipe: Recipe, cache_dir: str | os.PathLike | None = None) -> P
     ``url_cache_folder(url)/converted/`` next to the download. Later calls read the conversion
     without any network access."""
     w = recipe.weights
+    if w.url is None:
+        raise WeightsNotPublishedError(f"Recipe {recipe.name!r} has no weights.url to download.")
     sha256, md5 = _url_checksums(w)
     if not w.source:
         return url_download(w.url, sha256=sha256, md5=md5, cache_dir=cache_dir)
@@ -326,7 +329,7 @@ def push_to_hub(run_dir_or_model: str | os.PathLike | nn.Module, repo_id: str, p
                 revision: str | None = None, token: str | None = None, endpoint: str | None = None,
                 commit_message: str | None = None, include_training_state: bool = False,
                 recipe: Recipe | None = None, results: Iterable[str | os.PathLike] | None = None,
-                run_results: bool = True):
+                run_results: bool = True) -> Any:
     """Publish an exported encoder (a run / model folder, or an in-memory timm encoder) to a Hub repo.
 
     Uploads ``model.safetensors``, ``config.json`` and a generated model card ``README.md`` in one

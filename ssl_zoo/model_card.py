@@ -8,9 +8,12 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .weights import EvalResultError
+
+if TYPE_CHECKING:  # huggingface_hub loads on first use (`ssl-zoo --help` stays fast)
+    from huggingface_hub import ModelCard, ModelCardData
 
 CARD_NAME = "README.md"
 # A run folder's evaluation results (`ssl-zoo reproduce` writes one `ssl-zoo eval` JSON per protocol
@@ -149,7 +152,7 @@ def _card_facts(config: Mapping[str, Any]) -> dict[str, Any]:
             "license": weights_cfg.get("license") or pcfg.get("license") or "apache-2.0"}
 
 
-def _card_data(facts: Mapping[str, Any], name: str, metrics: list[dict[str, Any]]):
+def _card_data(facts: Mapping[str, Any], name: str, metrics: list[dict[str, Any]]) -> ModelCardData:
     """The card's YAML metadata, with the evaluation metrics as its model-index."""
     from huggingface_hub import EvalResult, ModelCardData
 
@@ -241,7 +244,7 @@ def _citation_lines(facts: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def build_model_card(config: Mapping[str, Any], repo_id: str, reproduction: str | None = None):
+def build_model_card(config: Mapping[str, Any], repo_id: str, reproduction: str | None = None) -> ModelCard:
     """A ``huggingface_hub.ModelCard`` for an exported encoder's ``config.json``.
 
     ``reproduction`` is a Markdown table of our results beside the paper's (``ssl-zoo reproduce``).

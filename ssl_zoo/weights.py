@@ -238,7 +238,8 @@ def classifier_names(model: nn.Module) -> list[str]:
     classifier = cfg.get("classifier")
     if classifier is None and cfg.get("architecture"):
         try:
-            classifier = timm.models.get_pretrained_cfg(cfg["architecture"]).classifier
+            default = timm.models.get_pretrained_cfg(cfg["architecture"])
+            classifier = default.classifier if default is not None else None
         except Exception:  # an architecture without a default cfg (ours): fc only
             classifier = None
     if classifier:
@@ -349,7 +350,9 @@ def resolve_source(spec: str | os.PathLike | Recipe, *, pretrained: bool = False
     if isinstance(spec, str) and spec.startswith("hf-hub:"):
         source = _hub_source(spec[len("hf-hub:"):], pretrained and checkpoint is None, endpoint, token, cache_dir)
     else:
-        source = local_source(_local_path(spec))
+        path = _local_path(spec)
+        assert path is not None  # the recipe branch above took every spec that names no local path
+        source = local_source(path)
     source = dataclasses.replace(source, model_args={**source.model_args, **overrides})
     if checkpoint is not None:
         path = checkpoint_file(checkpoint)
@@ -458,7 +461,9 @@ def build_model(source: ModelSource, num_classes: int = 0,
         load_weights_(model, source, state)
     elif source.init:
         init_weights_(model, source.init)
-    model.pretrained_cfg = model.default_cfg = {**source.pretrained_cfg, "num_classes": num_classes}
+    # timm's own attributes (nn.Module's __setattr__ types them as tensors or modules for mypy)
+    model.pretrained_cfg = model.default_cfg = {  # type: ignore[assignment]
+        **source.pretrained_cfg, "num_classes": num_classes}
     return model
 
 
@@ -469,10 +474,11 @@ def load_weights_(model: nn.Module, source: ModelSource, state: Mapping[str, tor
         raise WeightsNotPublishedError(f"{source.name} resolved to no weights file.")
     load_state_dict_strict(model, read_state_dict(source.weights) if state is None else state, source=source.origin)
     _logger.info("Loaded %s weights from %s", source.name, source.origin)
-    w = source.recipe.weights if source.recipe is not None else None
-    if source.classifier and w is not None and getattr(model, "num_classes", 0) == w.classifier_classes:
-        load_classifier(model, source.recipe)
-        _logger.info("Loaded the %s linear classifier from %s", source.name, w.classifier_url)
+    recipe = source.recipe
+    head_fits = recipe is not None and getattr(model, "num_classes", 0) == recipe.weights.classifier_classes
+    if source.classifier and recipe is not None and head_fits:
+        load_classifier(model, recipe)
+        _logger.info("Loaded the %s linear classifier from %s", source.name, recipe.weights.classifier_url)
 
 
 def init_weights_(model: nn.Module, init: str) -> None:
@@ -576,6 +582,8 @@ def load_classifier(model: nn.Module, recipe: Recipe) -> None:
     from .hub import url_cache_folder, url_download
 
     url = recipe.weights.classifier_url
+    if url is None:
+        raise WeightsNotPublishedError(f"Recipe {recipe.name!r} names no linear classifier (weights.classifier_url).")
     heads = head_prefixes(model)
     if len(heads) != 1:
         raise WeightsError(f"Recipe {recipe.name!r}: the model has no single classifier head to load {url} into.")
@@ -611,7 +619,7 @@ def _without_head(model: nn.Module) -> nn.Module:
     """A head-less copy of a timm model's architecture (for checking a classifier's backbone keys)."""
     import copy
 
-    bare = copy.deepcopy(model)
+    bare: Any = copy.deepcopy(model)  # a timm model: reset_classifier is its own method
     bare.reset_classifier(0)
     return bare
 
