@@ -8,8 +8,9 @@ exempts norm weights and biases (``ndim <= 1``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ def build_param_groups(method: nn.Module, lr: float, weight_decay: float,
     ``decay_norm_and_bias=False`` splits each group into decayed weights and undecayed norm/bias
     (ndim <= 1) tensors; by default every parameter is decayed, as the official code does.
     """
-    groups = method.parameter_groups() if hasattr(method, "parameter_groups") else [
+    groups = cast(Any, method).parameter_groups() if hasattr(method, "parameter_groups") else [
         {"name": "all", "params": [p for p in method.parameters() if p.requires_grad], "fix_lr": False}]
     out: list[dict[str, Any]] = []
     seen: set[int] = set()
@@ -117,7 +118,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_step
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"Unknown schedule {cfg.schedule!r} in recipe {recipe.name!r}; use one of {SCHEDULES}.")
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
-    factors = []
+    factors: list[Callable[[int], float]] = []
     for group in optimizer.param_groups:
         if group.get("fix_lr"):
             factors.append(ConstantFactor())

@@ -34,10 +34,10 @@ import json
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -63,6 +63,7 @@ from .distributed import (
 from .errors import SslZooError, UserInputError, report_user_error
 from .evaluation.monitor import online_knn, online_knn_datasets
 from .export import NonFiniteWeightsError, describe_non_finite, non_finite_tensors
+from .methods.base import SSLMethod
 from .optim import (
     ConstantFactor,
     WarmupCosine,
@@ -144,8 +145,12 @@ def check_trackers(log_with: str | Sequence[str] | None) -> None:
                                  f"(pip install {extra}) or drop --log-with.")
 
 
-def _run_warnings(recipe: Recipe, method: nn.Module, num_images: int, steps_per_epoch: int,
-                  accelerator) -> list[str]:
+def _num_images(dataset: Dataset) -> int:
+    return len(cast(Sized, dataset))  # every dataset ssl_zoo trains on has a length (map-style)
+
+
+def _run_warnings(recipe: Recipe, method: SSLMethod, num_images: int, steps_per_epoch: int,
+                  accelerator: Any) -> list[str]:
     """Settings that run but rarely do what the user wants: said once on the console, never silently."""
     notes = []
     if steps_per_epoch < 4:
@@ -158,7 +163,7 @@ def _run_warnings(recipe: Recipe, method: nn.Module, num_images: int, steps_per_
     if accelerator.device.type == "cpu" and accelerator.mixed_precision == "bf16":
         notes.append("bf16 on CPU: most CPUs emulate it (often slower than fp32) and it lowers precision; "
                      "use --mixed-precision no unless your CPU has native bf16.")
-    notes += method.dataset_warnings(num_images) if hasattr(method, "dataset_warnings") else []
+    notes += method.dataset_warnings(num_images)
     return notes
 
 
@@ -250,7 +255,7 @@ class TrainingRun:
     recipe: Recipe
     accelerator: Any
     model: nn.Module  # as Accelerate prepared it (DDP-wrapped with several processes)
-    method: nn.Module  # the SSLMethod itself
+    method: SSLMethod  # the method itself (unwrapped)
     optimizer: Any  # Accelerate's wrapper; ``.optimizer`` is torch's
     scheduler: torch.optim.lr_scheduler.LambdaLR
     sampler: EpochShardSampler
@@ -387,7 +392,7 @@ def _read_resume_state(resume: bool | str | Path, ckpt_path: Path, recipe: Recip
     return resume_state, recipe, max_steps
 
 
-def _build_method(recipe: Recipe, method: nn.Module | None, seed: int, accelerator: Any) -> nn.Module:
+def _build_method(recipe: Recipe, method: SSLMethod | None, seed: int, accelerator: Any) -> SSLMethod:
     from accelerate.utils import set_seed
 
     # Same seed everywhere for the model (identical initial weights on every process) ...
@@ -397,7 +402,7 @@ def _build_method(recipe: Recipe, method: nn.Module | None, seed: int, accelerat
         method = create_method(recipe)
     if recipe.train.sync_bn and accelerator.num_processes > 1:
         from .batchnorm import convert_sync_batchnorm
-        method = convert_sync_batchnorm(method, accelerator.device)
+        method = cast(SSLMethod, convert_sync_batchnorm(method, accelerator.device))  # converts in place
     # ... then a per-process seed for augmentations and shuffle-BN permutations.
     set_seed(seed, device_specific=True)
     return method
@@ -407,12 +412,12 @@ def _build_sampler(train_set: Dataset, per_process_batch: int, opts: TrainOption
                    accelerator: Any) -> tuple[EpochShardSampler, int]:
     """The sampler over whole accumulation cycles and the optimiser steps per epoch."""
     world = accelerator.num_processes
-    sampler = EpochShardSampler(len(train_set), per_process_batch, opts.seed, world, accelerator.process_index)
+    sampler = EpochShardSampler(_num_images(train_set), per_process_batch, opts.seed, world, accelerator.process_index)
     steps_per_epoch = sampler.batches_per_epoch() // opts.grad_accum
     # Whole accumulation cycles only: left-over micro-batches would leak gradients into the next epoch.
     sampler.num_batches = steps_per_epoch * opts.grad_accum
     if steps_per_epoch < 1:
-        raise ValueError(f"The training set has {len(train_set)} images, fewer than one optimiser step needs "
+        raise ValueError(f"The training set has {_num_images(train_set)} images, fewer than one optimiser step needs "
                          f"(global batch {per_process_batch * world * opts.grad_accum} = {per_process_batch} x "
                          f"{world} processes x grad_accum {opts.grad_accum}). Lower --batch-size.")
     return sampler, steps_per_epoch
@@ -459,7 +464,7 @@ def _restore(run: TrainingRun, resume_state: dict[str, Any] | None) -> RunState:
                     resumed=True)
 
 
-def _assemble_run(recipe: Recipe, method: nn.Module | None, train_set: Dataset, custom_dataset: bool, out_dir: Path,
+def _assemble_run(recipe: Recipe, method: SSLMethod | None, train_set: Dataset, custom_dataset: bool, out_dir: Path,
                   opts: TrainOptions, max_steps: int | None, accelerator: Any, timeout_s: float) -> TrainingRun:
     """Sampler, loader, optimiser and schedule around ``method``, prepared by Accelerate."""
     world, grad_accum = accelerator.num_processes, opts.grad_accum
@@ -473,14 +478,14 @@ def _assemble_run(recipe: Recipe, method: nn.Module | None, train_set: Dataset, 
                              "finished views.")
     if not custom_dataset:  # a caller's dataset brings its own views
         from .transforms import build_multiview_transform
-        train_set.transform = build_multiview_transform(method.view_names, recipe.augment,
+        cast(Any, train_set).transform = build_multiview_transform(method.view_names, recipe.augment,
                                                         photometric_on_device=opts.augment_on_device)
     if opts.augment_on_device:
         from .device_augment import DeviceViewFinisher
         view_finisher = DeviceViewFinisher(method.view_names, recipe.augment).to(accelerator.device)
     sampler, steps_per_epoch = _build_sampler(train_set, per_process_batch, opts, accelerator)
     online_sets = online_knn_datasets(recipe, opts.data) if opts.knn_every else None
-    for note in _run_warnings(recipe, method, len(train_set), steps_per_epoch, accelerator):
+    for note in _run_warnings(recipe, method, _num_images(train_set), steps_per_epoch, accelerator):
         accelerator.print(f"warning: {note}")
     total_steps = recipe.train.epochs * steps_per_epoch
     if max_steps is not None:
@@ -502,13 +507,13 @@ def _assemble_run(recipe: Recipe, method: nn.Module | None, train_set: Dataset, 
                 "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                 # the data a run trains on is part of the run: resuming on other images is refused
                 "data": str(Path(opts.data).resolve()) if opts.data is not None else None,
-                "num_images": len(train_set)}
+                "num_images": _num_images(train_set)}
     return TrainingRun(recipe, accelerator, model, accelerator.unwrap_model(model), optimizer, scheduler, sampler,
                        loader, loader_gen, out_dir, run_info, opts, memory_format, online_sets, timeout_s,
                        view_finisher)
 
 
-def _prepare_run(recipe_or_name: str | Recipe, opts: TrainOptions, method: nn.Module | None,
+def _prepare_run(recipe_or_name: str | Recipe, opts: TrainOptions, method: SSLMethod | None,
                  dataset: Dataset | None, lr: float | None,
                  batch_size: int | None) -> tuple[TrainingRun, RunState] | dict[str, Any]:
     """Everything up to the first step: the run and the state it starts from, or the summary of an
@@ -636,6 +641,7 @@ def _finish_epoch(run: TrainingRun, state: RunState, runlog: RunLog, means: dict
     state.micro_done = 0
     knn_every = run.options.knn_every
     if knn_every and state.epoch % knn_every == 0:
+        assert run.online_sets is not None  # built whenever knn_every is set
         means.update(online_knn(run.method.encoder, run.online_sets, run.accelerator, run.log))
         runlog.show(loss=f"{state.last.get('loss', float('nan')):.4f}", knn=f"{means['knn_top1']:.1f}")
     runlog.write({"step": state.step, "epoch": state.epoch, **means, "lr": run.optimizer.param_groups[0]["lr"]})
@@ -720,7 +726,7 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
           resume: bool | str | Path = False, mixed_precision: str | None = None, grad_accum: int = 1,
           seed: int = 0, num_workers: int | None = None, max_steps: int | None = None,
           log_with: str | Sequence[str] | None = None, overrides: Mapping[str, Any] | None = None,
-          method: nn.Module | None = None, log_every: int = 10, dataset: Dataset | None = None,
+          method: SSLMethod | None = None, log_every: int = 10, dataset: Dataset | None = None,
           progress_bar: bool = True, on_error: str = "raise", overwrite: bool = False,
           collective_timeout: float | None = None, channels_last: bool | None = None,
           knn_every: int | None = None, compile: bool | str = False, augment_on_device: bool = False) -> dict[str, Any]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 import signal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ def build_train_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, 
     if generator is None:
         generator = torch.Generator()
         generator.manual_seed(seed)
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if num_workers > 0:
         kwargs.update(persistent_workers=persistent_workers, worker_init_fn=init_worker)
         if prefetch_factor is not None:
@@ -75,7 +75,10 @@ def open_train_dataset(recipe: Recipe, data: str | None, on_error: str = "raise"
     """
     from . import create_dataset
 
-    return create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=None, on_error=on_error)
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
+    return create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=None,
+                          on_error=cast(Literal["raise", "skip"], on_error))
 
 
 def build_epoch_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler,
