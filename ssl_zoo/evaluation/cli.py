@@ -53,9 +53,9 @@ def load_encoder(spec: str, pretrained: bool = False,
     from ..recipe import list_models
 
     if spec not in list_models():
-        import difflib
-        close = difflib.get_close_matches(spec, list_models(), n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        from ..registry import did_you_mean
+
+        hint = did_you_mean(spec, list_models(), cutoff=0.5)
         raise ValueError(f"--model {spec!r} is neither a recipe name, an 'hf-hub:org/repo' id nor an existing "
                          f"folder.{hint} `ssl-zoo list` shows the recipes.")
     encoder = create_model(spec, pretrained=pretrained, checkpoint=checkpoint)
