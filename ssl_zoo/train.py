@@ -793,9 +793,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                         help="NHWC memory format for the model and batches (default: on for CUDA, off on CPU, where "
                              "it pays only from ~64 px)")
-    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="BACKEND",
-                        help="torch.compile the method's forward (default backend inductor; the first steps "
-                             "compile, minutes on a CPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the method's forward (the first steps compile: minutes on a CPU)")
+    parser.add_argument("--compile-backend", default="inductor", metavar="NAME",
+                        help="torch.compile backend for --compile (default inductor)")
     parser.add_argument("--augment-on-device", action="store_true",
                         help="DataLoader workers only decode, crop and flip; colour jitter, grayscale and blur run "
                              "batched on the training device (needs kornia; for GPUs starved by their loaders)")
@@ -828,7 +829,8 @@ def run_cli(args: argparse.Namespace) -> int:
                        max_steps=args.max_steps, log_with=args.log_with, overrides=overrides,
                        log_every=args.log_every, on_error=args.on_error, overwrite=args.overwrite,
                        collective_timeout=args.collective_timeout, channels_last=args.channels_last,
-                       knn_every=args.knn_every, compile=args.compile, augment_on_device=args.augment_on_device)
+                       knn_every=args.knn_every, compile=args.compile_backend if args.compile else False,
+                       augment_on_device=args.augment_on_device)
     # SslZooError (divergence / stalled peer exit 1, the rest 2); timm's unknown model_args (TypeError);
     # --output under a file or read-only (OSError)
     except (SslZooError, ValueError, TypeError, KeyError, OSError) as exc:

@@ -49,3 +49,17 @@ def test_compiled_forward_takes_the_same_steps_and_exports_the_same_keys(tmp_pat
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
+def test_cli_compile_flag_takes_no_value_and_names_its_backend_separately(monkeypatch) -> None:
+    from ssl_zoo import train as train_module
+
+    seen = {}
+    monkeypatch.setattr(train_module, "train", lambda recipe, **kw: seen.update(recipe=recipe, **kw) or {
+        "interrupted": False, "output": "x", "model": "x", "step": 0, "epoch": 0})
+    train_module.main(["--compile", RECIPE, "--max-steps", "1"])
+    assert seen["recipe"] == RECIPE and seen["compile"] == "inductor"
+    train_module.main([RECIPE, "--compile", "--compile-backend", "aot_eager"])
+    assert seen["compile"] == "aot_eager"
+    train_module.main([RECIPE])
+    assert seen["compile"] is False and seen["augment_on_device"] is False
