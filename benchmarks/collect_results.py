@@ -19,8 +19,10 @@ RESULTS = ROOT / "docs" / "results"
 
 SECTIONS = [
     ("`ssl-zoo demo`: MoCo v2 on the embedded digits, k-NN before and after", ["demo_digits.md"]),
-    ("MoCo v2 vs SimSiam vs LeOCLR on the embedded digits, same budget",
-     ["methods_digits.md", "methods_digits_notes.md"]),
+    ("MoCo v2 vs SimSiam vs LeOCLR on the embedded digits, same budget, 3 seeds",
+     ["methods_digits_3seeds.md", "methods_digits_3seeds_notes.md"]),
+    ("MoCo v2 vs SimSiam vs LeOCLR on the embedded digits, same budget, one seed (before the global-batch and "
+     "BatchNorm-group changes)", ["methods_digits.md", "methods_digits_notes.md"]),
     ("Benchmark scripts on the demo encoder: k-NN, retrieval, linear probe (label fractions)",
      ["benchmarks_demo.md", "benchmarks_demo_notes.md"]),
     ("Synthesized pairs (synth) on MoCo v2: variants vs the base, same budget",
