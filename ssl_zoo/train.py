@@ -473,16 +473,13 @@ def _assemble_run(recipe: Recipe, method: SSLMethod | None, train_set: Dataset, 
     method = _build_method(recipe, method, opts.seed, accelerator)
     lr_value = scaled_lr(recipe.train.base_lr, global_batch, recipe.train.lr_batch_denom)
     view_finisher = None
-    if custom_dataset and opts.augment_on_device:
-        raise UserInputError("--augment-on-device needs the recipe's own dataset: a caller's dataset brings "
-                             "finished views.")
     if not custom_dataset:  # a caller's dataset brings its own views
         from .transforms import build_multiview_transform
-        cast(Any, train_set).transform = build_multiview_transform(method.view_names, recipe.augment,
-                                                        photometric_on_device=opts.augment_on_device)
-    if opts.augment_on_device:
-        from .device_augment import DeviceViewFinisher
-        view_finisher = DeviceViewFinisher(method.view_names, recipe.augment).to(accelerator.device)
+        cast(Any, train_set).transform = build_multiview_transform(
+            method.view_names, recipe.augment, photometric_on_device=opts.augment_on_device)
+        if opts.augment_on_device:
+            from .device_augment import DeviceViewFinisher
+            view_finisher = DeviceViewFinisher(method.view_names, recipe.augment).to(accelerator.device)
     sampler, steps_per_epoch = _build_sampler(train_set, per_process_batch, opts, accelerator)
     online_sets = online_knn_datasets(recipe, opts.data) if opts.knn_every else None
     for note in _run_warnings(recipe, method, _num_images(train_set), steps_per_epoch, accelerator):
@@ -521,6 +518,9 @@ def _prepare_run(recipe_or_name: str | Recipe, opts: TrainOptions, method: SSLMe
     recipe = resolve_recipe(recipe_or_name, epochs=opts.epochs, batch_size=batch_size, lr=lr,
                             overrides=opts.overrides)
     _check_options(opts)
+    if dataset is not None and opts.augment_on_device:  # refused before any stage or model is built
+        raise UserInputError("--augment-on-device needs the recipe's own dataset: a caller's dataset brings "
+                             "finished views.")
     out_dir = Path(opts.output) if opts.output is not None else Path("runs") / recipe.name
     # The embedded digits need no folder: a folder given to a digits recipe is a user's own images.
     folder_for_digits = opts.data is not None and recipe.dataset == "digits" and dataset is None
@@ -610,9 +610,11 @@ def _train_one_epoch(run: TrainingRun, state: RunState, runlog: RunLog,
     sums: dict[str, float] = {}
     micro, t0, images = skip, time.perf_counter(), 0
     for batch in run.loader:
-        views = [v.to(accelerator.device, memory_format=run.memory_format, non_blocking=True) for v in batch[0]]
-        if run.view_finisher is not None:  # uint8 crops in, normalised augmented views out
-            views = [v.contiguous(memory_format=run.memory_format) for v in run.view_finisher(views)]
+        if run.view_finisher is None:  # one copy: to the device in the model's memory format
+            views = [v.to(accelerator.device, memory_format=run.memory_format, non_blocking=True) for v in batch[0]]
+        else:  # uint8 crops in, normalised augmented views out; the format once, on the finished views
+            views = [v.contiguous(memory_format=run.memory_format)
+                     for v in run.view_finisher([v.to(accelerator.device, non_blocking=True) for v in batch[0]])]
         sync = (micro + 1) % grad_accum == 0
         parts = _forward_backward(run, state, views, sync)
         micro += 1
