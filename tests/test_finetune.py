@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -254,15 +252,6 @@ def test_crop_robustness_cli_with_a_linear_probe(model_dir, tmp_path):
     assert main(_args(model_dir, out, "--crop-scales", "0.5"), protocol="crop-robustness") == 2
     assert main(_args(model_dir, out, "--head", str(tmp_path / "missing.safetensors")),
                 protocol="crop-robustness") == 2
-
-
-@pytest.mark.parametrize("script", ["finetune", "transfer", "crop_robustness"])
-def test_benchmark_scripts_run_as_main(script, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", [f"benchmarks/{script}.py", "--help"])
-    with pytest.raises(SystemExit) as exit_info:
-        runpy.run_path(str(REPO / "benchmarks" / f"{script}.py"), run_name="__main__")
-    assert exit_info.value.code == 0
-    assert "--grid-lr" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------ 2 processes

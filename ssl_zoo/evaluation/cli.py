@@ -341,7 +341,8 @@ def _split_info(train_split: str, num_train: int, test_split: str, num_test: int
 
 def main(argv: Sequence[str] | None = None, protocol: str | None = None) -> int:
     """Entry point of the benchmark scripts: ``main(protocol="linear")`` parses the remaining arguments."""
-    parser = argparse.ArgumentParser(prog=f"benchmarks/{protocol}.py" if protocol else "ssl-zoo eval",
+    script = f"benchmarks/{protocol.replace('-', '_')}.py" if protocol else None  # the file's own name
+    parser = argparse.ArgumentParser(prog=script or "ssl-zoo eval",
                                      description=__doc__.splitlines()[0])
     configure_parser(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
