@@ -3,6 +3,9 @@ import os
 import pytest
 import torch
 
+from ssl_zoo.factory import create_method
+from ssl_zoo.methods.moco import MoCoV2
+
 # Two cores are shared by the suite's processes; more threads only thrash.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -81,3 +84,21 @@ def make_digit_folder(root, per_class: int, classes: int = 4):
             image = Image.fromarray(img).resize((32, 32), Image.BILINEAR).convert("RGB")
             image.save(root / f"class_{cls}" / f"{j}.png")
     return root
+
+
+def method_as(cls, recipe):
+    """The recipe's method, built as ``train()`` builds it (seed 0), with its class swapped for ``cls``."""
+    torch.manual_seed(0)  # what train() does before create_method
+    method = create_method(recipe)
+    method.__class__ = cls
+    return method
+
+
+class CrashAtFourthForward(MoCoV2):
+    """Crashes (no checkpoint) in its 4th forward: a run dies between two checkpoints."""
+
+    def forward(self, views):
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 4:
+            raise RuntimeError("simulated crash")
+        return super().forward(views)

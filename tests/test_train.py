@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import make_digit_folder
+from conftest import CrashAtFourthForward, make_digit_folder, method_as
 from safetensors.torch import load_file
 
 import ssl_zoo
@@ -150,16 +150,6 @@ class InterruptAt(MoCoV2):
             os.kill(os.getpid(), signal.SIGINT)
 
 
-class CrashAt(MoCoV2):
-    """Crashes (no checkpoint) in the forward of step 4, after the epoch-1 checkpoint (step 2) was written."""
-
-    def forward(self, views):
-        self.calls = getattr(self, "calls", 0) + 1
-        if self.calls == 4:
-            raise RuntimeError("simulated crash")
-        return super().forward(views)
-
-
 class NaNAt(MoCoV2):
     """Returns a NaN loss from step 3 on."""
 
@@ -169,13 +159,6 @@ class NaNAt(MoCoV2):
         if self.calls >= 3:
             out["loss"] = out["loss"] * float("nan")
         return out
-
-
-def _method_as(cls, recipe):
-    torch.manual_seed(0)  # what train() does before create_method
-    method = ssl_zoo.create_method(recipe)
-    method.__class__ = cls
-    return method
 
 
 def _model_state(run_dir: Path) -> dict:
@@ -189,7 +172,7 @@ def test_resume_after_interrupt_and_crash_matches_uninterrupted_run(digit_folder
     recipe = resolve_recipe(RECIPE, batch_size=16, epochs=2, overrides={**TINY, "dataset": "imagefolder"})
 
     # Ctrl-C in the middle of epoch 1: checkpoint after step 1, then resume.
-    part = train(RECIPE, output=tmp_path / "cut", method=_method_as(InterruptAt, recipe), **common)
+    part = train(RECIPE, output=tmp_path / "cut", method=method_as(InterruptAt, recipe), **common)
     assert part["interrupted"] and part["step"] == 1
     assert not (tmp_path / "cut" / "model.safetensors").exists()
     saved = load_checkpoint(tmp_path / "cut")
@@ -199,7 +182,7 @@ def test_resume_after_interrupt_and_crash_matches_uninterrupted_run(digit_folder
 
     # A crash in step 4 leaves the end-of-epoch-1 checkpoint (step 2); resuming from it also matches.
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(RECIPE, output=tmp_path / "crash", method=_method_as(CrashAt, recipe), **common)
+        train(RECIPE, output=tmp_path / "crash", method=method_as(CrashAtFourthForward, recipe), **common)
     assert load_checkpoint(tmp_path / "crash")["step"] == 2
     train(RECIPE, output=tmp_path / "crash", resume=True, **common)
 
@@ -228,7 +211,7 @@ def test_resume_after_interrupt_and_crash_matches_uninterrupted_run(digit_folder
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(digit_folder: Path, tmp_path: Path) -> None:
     recipe = resolve_recipe(RECIPE, batch_size=16, epochs=3, overrides={**TINY, "dataset": "imagefolder"})
     with pytest.raises(NonFiniteLossError, match=r"step 3 .*loss=nan.*pos_sim=") as info:
-        train(RECIPE, data=str(digit_folder), epochs=3, output=tmp_path, method=_method_as(NaNAt, recipe), **RUN)
+        train(RECIPE, data=str(digit_folder), epochs=3, output=tmp_path, method=method_as(NaNAt, recipe), **RUN)
     assert "last good checkpoint" in str(info.value)
     saved = load_checkpoint(tmp_path)
     assert saved["step"] == 2 and all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())

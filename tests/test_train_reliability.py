@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import kill_process_group, make_digit_folder
+from conftest import CrashAtFourthForward, kill_process_group, make_digit_folder, method_as
 
-import ssl_zoo
 from ssl_zoo.checkpoint import load_checkpoint, save_checkpoint
 from ssl_zoo.cli import main as cli_main
 from ssl_zoo.export import NonFiniteWeightsError, save_encoder
@@ -159,29 +158,12 @@ def test_plain_resume_keeps_the_planned_length(digit_folder: Path, tmp_path: Pat
     assert train(RECIPE, resume=True, **common)["step"] == 3
 
 
-class CrashAtForward(MoCoV2):
-    """Crashes in the forward of step 4, after step 3 was logged and the step-2 checkpoint written."""
-
-    def forward(self, views):
-        self.calls = getattr(self, "calls", 0) + 1
-        if self.calls == 4:
-            raise RuntimeError("simulated crash")
-        return super().forward(views)
-
-
-def _method_as(cls, recipe):
-    torch.manual_seed(0)  # what train() does before create_method
-    method = ssl_zoo.create_method(recipe)
-    method.__class__ = cls
-    return method
-
-
 def test_log_has_no_repeated_steps_after_resuming_from_an_earlier_checkpoint(digit_folder: Path,
                                                                              tmp_path: Path) -> None:
     recipe = resolve_recipe(RECIPE, batch_size=16, epochs=2, overrides={**TINY, "dataset": "imagefolder"})
     common = dict(data=str(digit_folder), epochs=2, output=tmp_path, log_every=1, **RUN)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(RECIPE, method=_method_as(CrashAtForward, recipe), **common)
+        train(RECIPE, method=method_as(CrashAtFourthForward, recipe), **common)
     assert load_checkpoint(tmp_path)["step"] == 2 and 3 in [r["step"] for r in _log(tmp_path)]
     with open(tmp_path / "log.jsonl", "a") as fh:
         fh.write('{"step": 4, "los')  # and a line torn by the crash
@@ -214,7 +196,7 @@ def test_non_finite_buffer_stops_the_run_and_keeps_the_last_finite_checkpoint(di
                                                                               tmp_path: Path) -> None:
     recipe = resolve_recipe(RECIPE, batch_size=16, epochs=3, overrides={**TINY, "dataset": "imagefolder"})
     with pytest.raises(NonFiniteWeightsError, match=r"step 4: \d tensors? \(encoder\.\S*running_var.*\) hold NaN/inf"):
-        train(RECIPE, data=str(digit_folder), epochs=3, output=tmp_path, method=_method_as(InfRunningVarAt, recipe),
+        train(RECIPE, data=str(digit_folder), epochs=3, output=tmp_path, method=method_as(InfRunningVarAt, recipe),
               **RUN)
     saved = load_checkpoint(tmp_path)
     assert saved["step"] == 2
