@@ -16,7 +16,7 @@ from .registry import (DatasetInfo, create_dataset, dataset_layout, get_dataset_
 # Importing each layout module registers its names.
 from . import digits, folder  # noqa: E402,F401  (registration side effect)
 from . import cub, cars, aircraft, gtsrb, isic, cifar, stl10  # noqa: E402,F401
-from . import birdsnap, digits_textures, pets  # noqa: E402,F401
+from . import birdsnap, digits_textures, pets, photo_patches  # noqa: E402,F401
 from .cli import configure_parser, run_cli  # noqa: E402
 from .loader import build_train_loader  # noqa: E402
 
