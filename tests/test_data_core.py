@@ -256,3 +256,76 @@ def test_digits_textures_is_a_frozen_64px_benchmark():
     assert images.reshape(len(images), -1).std(axis=1).min() > 5  # textured, not blank backgrounds
     train = create_dataset("digits_textures", split="train")
     assert len(train) == 1257 and train[0][0].size == (64, 64)
+
+
+def test_photo_patches_is_a_frozen_balanced_benchmark_with_disjoint_train_and_test_regions():
+    """Issue 14's CPU benchmark: the same pixels for everyone, balanced classes, no test pixel seen in training."""
+    from ssl_zoo.data.photo_patches import PHOTOS, photo_patches_arrays
+
+    images, labels, splits = photo_patches_arrays()
+    again, again_labels, _ = photo_patches_arrays.__wrapped__()  # regenerated from scratch: the same pixels
+    assert images.shape == (1800, 32, 32, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, again) and np.array_equal(labels, again_labels)
+    assert (images[..., 0] == images[..., 1]).all() and (images[..., 0] == images[..., 2]).all()  # grey
+    assert [len(splits[s]) for s in ("train", "test")] == [1260, 540]
+    assert not set(splits["train"]) & set(splits["test"])
+    for split in ("train", "test"):
+        assert np.bincount(labels[splits[split]], minlength=10).tolist() == [len(splits[split]) // 10] * 10
+    # A pinned digest of the frozen pixels: any change to the generator (or to scikit-image's photos) shows here.
+    import hashlib
+    assert hashlib.sha256(images.tobytes()).hexdigest()[:16] == "74d56cf94ba79f5f"
+    test = create_dataset("photo_patches", split="test")
+    assert len(test) == 540 and test.classes == list(PHOTOS) and test[0][0].size == (32, 32)
+    with pytest.raises(TypeError, match="no extra arguments"):
+        create_dataset("photo_patches", split="train", download=True)
+
+
+def test_photo_patches_images_are_their_boxes_and_test_boxes_lie_right_of_every_train_box():
+    """Each image is its recorded box of its photo, resized; train boxes lie in each photo's left 65% of columns
+    and test boxes in the right 35%, so no test pixel was seen in training."""
+    from PIL import Image
+
+    from ssl_zoo.data import photo_patches as pp
+
+    images, labels, splits = pp.photo_patches_arrays()
+    boxes, box_splits = pp.patch_boxes()
+    photos = pp._grey_photos()
+    assert np.array_equal(boxes[:, 0], labels)
+    assert all(np.array_equal(splits[s], box_splits[s]) for s in splits)
+    for index in (0, 7, 1259, 1260, 1799):
+        label, top, left, side = boxes[index].tolist()
+        cut = Image.fromarray(photos[label][top:top + side, left:left + side]).resize((32, 32), Image.BILINEAR)
+        assert np.array_equal(np.asarray(cut), images[index, ..., 0])
+    widths = np.array([photos[label].shape[1] for label in boxes[:, 0]])
+    train_end = (0.65 * widths).astype(int)
+    lefts, sides = boxes[:, 2], boxes[:, 3]
+    train, test = splits["train"], splits["test"]
+    assert (lefts[train] + sides[train] <= train_end[train]).all() and (lefts[test] >= train_end[test]).all()
+    assert sides.min() >= pp.PATCH_SIDES[0] and sides.max() <= pp.PATCH_SIDES[1]
+    assert len(set(sides.tolist())) > 20  # the scale really varies
+
+
+def test_dataset_pilots_build_every_candidate_kind_and_the_chosen_one_is_photo_patches():
+    """benchmarks/dataset_pilots.py (the pilots behind photo_patches) still builds what the notes report on."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "dataset_pilots", Path(__file__).resolve().parents[1] / "benchmarks" / "dataset_pilots.py")
+    pilots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pilots)
+    for name, n_classes in (("colour_60", 10), ("grey", 10), ("palette_60", 10), ("noise_0_100_rgb", 10),
+                            ("const_40_12_20", 10), ("fixbg_astronaut_14_24", 10), ("pairs_200_100_16", 100)):
+        images, labels, splits = pilots.candidate(name)
+        assert images.dtype == np.uint8 and images.shape[1:] == (32, 32, 3), name
+        assert len(np.unique(labels)) == n_classes and len(splits["train"]) + len(splits["test"]) == len(images)
+    assert np.array_equal(pilots.candidate("palette_60")[0], pilots.candidate("palette_60")[0])  # seeded
+    colour, _, _ = pilots.candidate("colour_60")
+    assert colour.reshape(len(colour), -1, 3)[:, 0].std(axis=0).min() > 40  # backgrounds differ per image
+    from ssl_zoo.data.photo_patches import photo_patches_arrays
+
+    chosen, labels, splits = pilots.candidate("photo_16_48_g")
+    frozen, frozen_labels, frozen_splits = photo_patches_arrays()
+    assert np.array_equal(labels, frozen_labels) and all(np.array_equal(splits[s], frozen_splits[s]) for s in splits)
+    assert np.abs(chosen.astype(int) - frozen.astype(int)).max() <= 1  # the pilot's grey conversion truncates
+    with pytest.raises(SystemExit, match="unknown candidate"):
+        pilots.candidate("sepia_3")

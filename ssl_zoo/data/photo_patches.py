@@ -50,32 +50,38 @@ def _grey_photos() -> list[np.ndarray]:
     return out
 
 
+def patch_boxes() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Where every image comes from: ``(boxes (1800, 4) int64 of (label, top, left, side), {"train": idx,
+    "test": idx})``, drawn from one generator with seed 0 (per image: side, top, left)."""
+    heights_widths = [photo.shape for photo in _grey_photos()]
+    rng = np.random.default_rng(SEED)
+    boxes, splits = [], {}
+    for split, count, (first, last) in SPLITS:
+        start = len(boxes)
+        for i in range(count):
+            label = i % len(PHOTOS)
+            height, width = heights_widths[label]
+            col0, col1 = int(first * width), int(last * width)
+            side = int(rng.integers(PATCH_SIDES[0], min(PATCH_SIDES[1], col1 - col0, height) + 1))
+            top = int(rng.integers(0, height - side + 1))
+            left = int(rng.integers(col0, col1 - side + 1))
+            boxes.append((label, top, left, side))
+        splits[split] = np.arange(start, len(boxes))
+    return np.asarray(boxes, dtype=np.int64), splits
+
+
 @lru_cache(maxsize=1)
 def photo_patches_arrays() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """``(images (1800, 32, 32, 3) uint8, labels (1800,), {"train": idx, "test": idx})``, generated once per
-    process."""
+    process: each box of :func:`patch_boxes` cut from its grey photo and resized (bilinear) to 32x32."""
     from PIL import Image
 
     photos = _grey_photos()
-    rng = np.random.default_rng(SEED)
-    images, labels, splits = [], [], {}
-    for split, count, (first, last) in SPLITS:
-        start = len(images)
-        for i in range(count):
-            label = i % len(PHOTOS)
-            photo = photos[label]
-            height, width = photo.shape
-            col0, col1 = int(first * width), int(last * width)
-            side = int(rng.integers(PATCH_SIDES[0], min(PATCH_SIDES[1], col1 - col0, height) + 1))
-            top = rng.integers(0, height - side + 1)
-            left = rng.integers(col0, col1 - side + 1)
-            patch = Image.fromarray(np.ascontiguousarray(photo[top:top + side, left:left + side]))
-            images.append(np.asarray(patch.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)))
-            labels.append(label)
-        splits[split] = np.arange(start, len(images))
-    grey = np.stack(images)
-    return (np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=-1)), np.asarray(labels, dtype=np.int64),
-            splits)
+    boxes, splits = patch_boxes()
+    grey = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(photos[label][top:top + side, left:left + side]))
+                                .resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR))
+                     for label, top, left, side in boxes.tolist()])
+    return np.ascontiguousarray(np.repeat(grey[..., None], 3, axis=-1)), boxes[:, 0].copy(), splits
 
 
 def build_photo_patches(root: Path | None, split: str, **kwargs: Any) -> ArrayImageDataset:
