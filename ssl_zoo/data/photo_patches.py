@@ -8,7 +8,7 @@ right 35%, so no test pixel was ever seen in training. One generator with seed 0
 order, the side, the top row and the left column; image ``i`` of a split belongs to class ``i % 10``, so both
 splits are balanced (1,260 train / 540 test).
 
-Why this design (docs/results.md, "photo_patches"): the untrained ResNet-18 scores k-NN@20 ~35% here while MoCo
+Why this design (docs/results.md, "photo_patches"): the untrained ResNet-18 scores k-NN@20 ~39% here while MoCo
 v2's digits recipe lifts it within its 30-epoch CPU budget; the three digit composites tried before
 (``digits_textures``, ``digits_clutter`` and scratch variants) each gave MoCo v2 an instance cue unrelated to the
 label (background, colour, position) that it learned instead of the digit. Defined by seed-0 MoCo v2 pilots,
