@@ -58,6 +58,36 @@ def gather_objects(accelerator: Any, obj: Any) -> list[Any]:
     return gather_object([obj])
 
 
+def leave_together() -> None:
+    """Wait for every process, then destroy the default process group (no-op without one).
+
+    A process that reaches interpreter exit first tears gloo down while its peers' threads still talk to it,
+    which can abort it after all the work is done ("terminate called without an active exception", exit
+    -6). Only for a successful end: a peer that failed closes its sockets, so the barrier raises, and the group
+    is destroyed anyway.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    try:
+        dist.barrier()
+    except Exception:  # a failed peer: nothing left to wait for
+        pass
+    dist.destroy_process_group()
+
+
+_LEAVING_AT_EXIT = False
+
+
+def leave_together_at_exit() -> None:
+    """Run :func:`leave_together` at interpreter exit (registered once). The command-line entry points call it
+    after a successful run; in-process callers that keep using the group until they return are unaffected."""
+    global _LEAVING_AT_EXIT
+    if not _LEAVING_AT_EXIT:
+        import atexit
+        atexit.register(leave_together)
+        _LEAVING_AT_EXIT = True
+
+
 # A collective (all-reduce, all-gather, barrier) waits at most this long for every process; then the
 # waiting processes raise instead of blocking forever behind a stalled or dead one. 30 minutes is
 # torch's own default: it must exceed the slowest legitimate wait (rank 0 writing a checkpoint or the

@@ -59,6 +59,7 @@ from .distributed import (
     collective_timeout_seconds,
     gather_objects,
     is_collective_timeout,
+    leave_together_at_exit,
 )
 from .errors import SslZooError, UserInputError, report_user_error
 from .evaluation.monitor import online_knn, online_knn_datasets
@@ -837,6 +838,7 @@ def run_cli(args: argparse.Namespace) -> int:
     # --output under a file or read-only (OSError)
     except (SslZooError, ValueError, TypeError, KeyError, OSError) as exc:
         return report_user_error(exc)
+    leave_together_at_exit()  # every process got here: leave gloo together, not first-come
     return 3 if result["interrupted"] else 0
 
 

@@ -353,3 +353,25 @@ def test_resume_with_other_data_is_refused(digit_folder: Path, tmp_path: Path) -
         train(RECIPE, data=str(other), epochs=1, output=out, resume=True, **RUN)
     resumed = train(RECIPE, data=str(digit_folder), epochs=1, output=out, resume=True, **RUN)  # the same data: fine
     assert not resumed["interrupted"]
+
+
+def test_leave_together_destroys_the_group_and_exit_registration_happens_once(tmp_path, monkeypatch):
+    """The command-line entry points leave gloo together at exit (a process that left first could abort with
+    "terminate called without an active exception" after its work was done)."""
+    import atexit
+
+    import torch.distributed as dist
+
+    from ssl_zoo import distributed
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    monkeypatch.setattr(distributed, "_LEAVING_AT_EXIT", False)
+    distributed.leave_together_at_exit()
+    distributed.leave_together_at_exit()
+    assert registered == [distributed.leave_together]
+    distributed.leave_together()  # no group: nothing to do
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rdv'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    distributed.leave_together()
+    assert not dist.is_initialized()

@@ -132,6 +132,7 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run one benchmark; the main process writes the JSON / Markdown. Returns the exit code."""
     from accelerate import Accelerator
 
+    from ..distributed import leave_together_at_exit
     from ..errors import one_line, report_user_error
 
     try:
@@ -153,6 +154,7 @@ def run_cli(args: argparse.Namespace) -> int:
         if args.markdown:
             append_markdown_row(Path(args.markdown), row, header=markdown_header())
     accelerator.wait_for_everyone()
+    leave_together_at_exit()
     return 0
 
 
