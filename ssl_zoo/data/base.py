@@ -116,6 +116,17 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             f"lists every unreadable file.") from exc
 
 
+def skimage_sample_images(names: Sequence[str], needed_by: str) -> list[np.ndarray]:
+    """scikit-image's bundled sample images (``skimage.data.NAME()``), as stored; an optional dependency, so a
+    missing install is a one-line error naming the dataset that needs it."""
+    try:
+        import skimage.data
+    except ImportError as exc:
+        from ..errors import UserInputError
+        raise UserInputError(f"The {needed_by} dataset needs scikit-image: pip install scikit-image.") from exc
+    return [np.asarray(getattr(skimage.data, name)()) for name in names]
+
+
 class LabelledImageDataset(Dataset):
     """Map-style dataset of ``(transform(rgb_pil_image), label)`` with ``classes`` and ``targets``.
 

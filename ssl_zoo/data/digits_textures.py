@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import ArrayImageDataset
+from .base import ArrayImageDataset, skimage_sample_images
 from .registry import register_dataset
 
 IMAGE_SIZE = 64
@@ -28,14 +28,8 @@ LAYOUT = "(none: generated from scikit-learn digits and scikit-image sample imag
 
 
 def _backgrounds() -> list[np.ndarray]:
-    try:
-        import skimage.data
-    except ImportError as exc:  # an optional dependency: say how to get it
-        from ..errors import UserInputError
-        raise UserInputError("The digits_textures dataset needs scikit-image: pip install scikit-image.") from exc
     out = []
-    for name in BACKGROUNDS:
-        image = np.asarray(getattr(skimage.data, name)())
+    for image in skimage_sample_images(BACKGROUNDS, "digits_textures"):
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=-1)
         out.append(np.ascontiguousarray(image[..., :3]).astype(np.uint8))

@@ -16,13 +16,14 @@ then frozen; the reported comparison uses seeds 1-3. Needs scikit-image; ``root`
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .base import ArrayImageDataset
+from .base import ArrayImageDataset, skimage_sample_images
 from .registry import register_dataset
 
 PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coffee", "coins", "grass", "gravel", "moon", "rocket")
@@ -35,14 +36,8 @@ LAYOUT = "(none: generated from scikit-image sample photographs, `root` is ignor
 
 
 def _grey_photos() -> list[np.ndarray]:
-    try:
-        import skimage.data
-    except ImportError as exc:  # an optional dependency: say how to get it
-        from ..errors import UserInputError
-        raise UserInputError("The photo_patches dataset needs scikit-image: pip install scikit-image.") from exc
     out = []
-    for name in PHOTOS:
-        image = np.asarray(getattr(skimage.data, name)())
+    for image in skimage_sample_images(PHOTOS, "photo_patches"):
         if image.ndim == 3:  # ITU-R 601 luma, truncated to uint8
             rgb = image[..., :3].astype(np.float64)
             image = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).astype(np.uint8)
@@ -50,10 +45,11 @@ def _grey_photos() -> list[np.ndarray]:
     return out
 
 
-def patch_boxes() -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def patch_boxes(photo_shapes: Sequence[tuple[int, ...]] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Where every image comes from: ``(boxes (1800, 4) int64 of (label, top, left, side), {"train": idx,
-    "test": idx})``, drawn from one generator with seed 0 (per image: side, top, left)."""
-    heights_widths = [photo.shape for photo in _grey_photos()]
+    "test": idx})``, drawn from one generator with seed 0 (per image: side, top, left). ``photo_shapes``:
+    the (height, width) of each photo in ``PHOTOS`` order, when the caller has them loaded already."""
+    heights_widths = photo_shapes or [photo.shape for photo in _grey_photos()]
     rng = np.random.default_rng(SEED)
     boxes, splits = [], {}
     for split, count, (first, last) in SPLITS:
@@ -77,7 +73,7 @@ def photo_patches_arrays() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray
     from PIL import Image
 
     photos = _grey_photos()
-    boxes, splits = patch_boxes()
+    boxes, splits = patch_boxes([photo.shape for photo in photos])
     grey = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(photos[label][top:top + side, left:left + side]))
                                 .resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR))
                      for label, top, left, side in boxes.tolist()])

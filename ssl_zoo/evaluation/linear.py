@@ -72,6 +72,7 @@ def mean_over_processes(total: torch.Tensor, count: torch.Tensor, accelerator: A
         total, count = accelerator.reduce(total, "sum"), accelerator.reduce(count, "sum")
     return (total / count.clamp_min(1)).item()
 
+
 def make_classifier(num_features: int, num_classes: int, init_std: float = 0.01) -> nn.Linear:
     """``nn.Linear`` initialised as in MoCo's linear evaluation: N(0, init_std) weights, zero bias."""
     fc = nn.Linear(num_features, num_classes)
