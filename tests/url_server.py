@@ -5,8 +5,9 @@
         url = srv.url("/moco/ckpt.pth.tar")
 
 Serves ``files`` (path -> bytes) with ``Content-Length`` and ``Range`` (``bytes=N-``) support,
-404 for anything else, and records every request as ``(method, path, range header)``. The server
-thread is a daemon, each connection times out after 30 s, and ``__exit__`` shuts it down.
+404 for anything else, and records every request as ``(method, path, range header)``. ``short[path] = n``
+makes every GET of ``path`` announce the whole remaining length but send at most ``n`` bytes and close the
+connection (a server that stops early). The server thread is a daemon, each connection times out after 30 s, and ``__exit__`` shuts it down.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class FileServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
+        self.short: dict[str, int] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -60,7 +62,10 @@ class FileServer:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.end_headers()
                 if body:
-                    self.wfile.write(part)
+                    cut = owner.short.get(self.path)
+                    self.wfile.write(part if cut is None else part[:cut])
+                    if cut is not None:
+                        self.close_connection = True
 
             def do_GET(self) -> None:
                 self._answer(body=True)
