@@ -14,8 +14,9 @@ Sources:
 - ``solo``: solo-learn Lightning checkpoints (``backbone.*`` with torchvision names)
 - ``torchvision`` / ``timm``: plain ResNet state dicts (classifier dropped)
 
-Checkpoints are read by ``ssl_zoo.weights.read_checkpoint`` (legacy pickles only with
-``torch.load(weights_only=True)``) and cut by its ``filter_state_dict``.
+Checkpoints are read by ``ssl_zoo.state_dicts.read_checkpoint`` (legacy pickles only with
+``torch.load(weights_only=True)``) and cut by its ``filter_state_dict``. This module sits below
+``ssl_zoo.weights`` (which converts URL files with it) and imports nothing above it.
 """
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .download import WeightsError, file_digests
 from .errors import SslZooError, report_user_error
-from .weights import WeightsError, classifier_names, filter_state_dict, read_checkpoint, state_dict_of
+from .state_dicts import classifier_names, filter_state_dict, read_checkpoint, state_dict_of
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -144,7 +146,6 @@ def convert_checkpoint(src: str | Path, source: str, out_dir: str | Path, arch: 
 
     from .export import save_encoder
     from .recipe import Recipe, get_recipe
-    from .weights import file_digests
 
     if source not in FILTERS:
         raise ValueError(f"Unknown source {source!r}; choose one of {', '.join(FILTERS)}.")

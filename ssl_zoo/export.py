@@ -157,8 +157,116 @@ def _pool_size(input_size: Any, default: Any, model: nn.Module | None) -> list[i
     return [math.ceil(int(input_size[1]) / reduction), math.ceil(int(input_size[2]) / reduction)]
 
 
+# -- the config.json schema -------------------------------------------------------------------------------
+
+class ConfigError(UserInputError):
+    """A config.json (of a folder or a Hub repo) with a key of the wrong type or one that is not allowed."""
+
+
+# timm.create_model keyword arguments a config.json may carry in ``model_args``: architecture hyperparameters
+# only. Nothing that names a file or URL (``checkpoint_path``, ``pretrained_cfg``, ``pretrained_cfg_overlay``,
+# ``cache_dir``) and nothing that runs code. Each maps to the JSON kinds it accepts.
+_NUMBER, _INT, _BOOL, _NAME, _INTS = "a number", "an integer", "true or false", "a name", "a list of integers"
+ALLOWED_MODEL_ARGS: dict[str, tuple[str, ...]] = {
+    **{k: (_NUMBER,) for k in ("drop_rate", "drop_path_rate", "drop_block_rate", "proj_drop_rate",
+                                "attn_drop_rate", "pos_drop_rate", "patch_drop_rate", "mlp_ratio", "init_values",
+                                "width_multiplier", "channel_multiplier", "depth_multiplier")},
+    **{k: (_INT,) for k in ("in_chans", "stem_width", "cardinality", "base_width", "output_stride",
+                             "down_kernel_size", "patch_size", "embed_dim", "depth", "num_heads", "reg_tokens")},
+    **{k: (_BOOL,) for k in ("zero_init_last", "avg_down", "qkv_bias", "class_token", "no_embed_class",
+                              "dynamic_img_size", "fc_norm", "pre_norm")},
+    **{k: (_NAME,) for k in ("global_pool", "stem_type", "act_layer", "norm_layer", "block_fn")},
+    "layers": (_INTS,), "channels": (_INTS,), "img_size": (_INT, _INTS),
+}
+# pretrained_cfg keys that make a loader fetch or open something: never taken from a config.json.
+_LOCATION_KEYS = ("url", "file", "state_dict")
+
+
+def _kind_ok(value: Any, kind: str) -> bool:
+    if kind == _NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == _INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if kind == _NAME:  # a registry name (timm's layer names), never a path or a URL
+        return isinstance(value, str) and bool(value) and all(c.isalnum() or c in "_-." for c in value)
+    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return (text[:60] + "...") if len(text) > 60 else text
+
+
+def validate_model_args(model_args: Any, where: str, key: str = "model_args") -> dict[str, Any]:
+    """``model_args`` of a config.json, checked against :data:`ALLOWED_MODEL_ARGS`; raises :class:`ConfigError`
+    naming the first bad key."""
+    if not isinstance(model_args, dict):
+        raise ConfigError(f"{where}: {key} must be a JSON object of timm.create_model arguments, got "
+                          f"{_shown(model_args)}.")
+    for name, value in model_args.items():
+        kinds = ALLOWED_MODEL_ARGS.get(name)
+        if kinds is None:
+            raise ConfigError(f"{where}: {key}.{name} is not allowed (a config.json may set only architecture "
+                              f"arguments, never a file, URL or pretrained config for timm to open: "
+                              f"{', '.join(sorted(ALLOWED_MODEL_ARGS))}). Remove it, or load weights you trust.")
+        if not any(_kind_ok(value, kind) for kind in kinds):
+            raise ConfigError(f"{where}: {key}.{name} must be {' or '.join(kinds)}, got {_shown(value)}.")
+    return model_args
+
+
+def validate_config(config: Any, where: str) -> dict[str, Any]:
+    """Check an exported encoder's ``config.json`` (from a folder or the Hub) before anything uses it.
+
+    Schema: ``architecture`` (a timm model name), ``num_classes`` / ``num_features`` (integers >= 0),
+    ``model_args`` (:func:`validate_model_args`), ``pretrained_cfg`` (an object without ``url`` / ``file`` /
+    ``state_dict``; ``input_size`` three positive integers, ``mean`` / ``std`` numbers, ``crop_pct`` a
+    number, ``interpolation`` a name), ``ssl_zoo`` (an object; its ``metrics`` an object and its stored
+    recipe's ``backbone.model_args`` checked like ``model_args``). Other top-level keys are kept as they
+    are (timm adds its own). Raises :class:`ConfigError`: one line naming the key.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where} is not a JSON object: an ssl_zoo/timm {CONFIG_NAME} is one. Export the model "
+                          f"again.")
+    arch = config.get("architecture")
+    if not _kind_ok(arch, _NAME):
+        raise ConfigError(f"{where}: architecture must be a timm model name, got {_shown(arch)}. Export the model "
+                          f"again.")
+    for key in ("num_classes", "num_features"):
+        if key in config and not (_kind_ok(config[key], _INT) and config[key] >= 0):
+            raise ConfigError(f"{where}: {key} must be an integer >= 0, got {_shown(config[key])}.")
+    validate_model_args(config.get("model_args") or {}, where)
+    pcfg = config.get("pretrained_cfg", {})
+    if not isinstance(pcfg, dict):
+        raise ConfigError(f"{where}: pretrained_cfg must be a JSON object, got {_shown(pcfg)}.")
+    for key in _LOCATION_KEYS:
+        if pcfg.get(key):
+            raise ConfigError(f"{where}: pretrained_cfg.{key} is not allowed (it names weights for a loader to "
+                              f"fetch or open; the weights are the folder's or repo's {WEIGHTS_NAME}). Remove it.")
+    checks = {"input_size": lambda v: isinstance(v, list) and len(v) == 3 and all(_kind_ok(x, _INT) and x > 0
+                                                                                   for x in v),
+              "mean": lambda v: isinstance(v, list) and all(_kind_ok(x, _NUMBER) for x in v),
+              "std": lambda v: isinstance(v, list) and all(_kind_ok(x, _NUMBER) and x > 0 for x in v),
+              "crop_pct": lambda v: _kind_ok(v, _NUMBER) and v > 0,
+              "interpolation": lambda v: _kind_ok(v, _NAME)}
+    for key, ok in checks.items():
+        if pcfg.get(key) is not None and not ok(pcfg[key]):
+            raise ConfigError(f"{where}: pretrained_cfg.{key} has the wrong type or range: {_shown(pcfg[key])}.")
+    info = config.get("ssl_zoo", {})
+    if not isinstance(info, dict):
+        raise ConfigError(f"{where}: ssl_zoo must be a JSON object, got {_shown(info)}.")
+    if not isinstance(info.get("metrics", {}), dict):
+        raise ConfigError(f"{where}: ssl_zoo.metrics must be a JSON object, got {_shown(info['metrics'])}.")
+    backbone = (info.get("recipe_config") or {}).get("backbone") if isinstance(info.get("recipe_config"), dict) \
+        else None
+    if isinstance(backbone, dict) and backbone.get("model_args"):
+        validate_model_args(backbone["model_args"], where, key="ssl_zoo.recipe_config.backbone.model_args")
+    return config
+
+
 def read_encoder_config(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``config.json`` of an exported encoder folder (or the file itself)."""
+    """The ``config.json`` of an exported encoder folder (or the file itself), validated (:func:`validate_config`)."""
     p = Path(path)
     p = p / CONFIG_NAME if p.is_dir() else p
     if not p.is_file():
@@ -173,9 +281,10 @@ def read_encoder_config(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(config, dict) or "architecture" not in config:
         raise UserInputError(f"{p} has no 'architecture': it is not an ssl_zoo/timm {CONFIG_NAME}. Export the "
                              f"model again.")
-    return config
+    return validate_config(config, str(p))
 
 
-__all__ = ["save_encoder", "read_encoder_config", "timm_pretrained_cfg", "atomic_write_bytes", "WEIGHTS_NAME",
+__all__ = ["save_encoder", "read_encoder_config", "validate_config", "validate_model_args", "ConfigError",
+           "ALLOWED_MODEL_ARGS", "timm_pretrained_cfg", "atomic_write_bytes", "WEIGHTS_NAME",
            "CONFIG_NAME",
            "NonFiniteWeightsError", "non_finite_tensors", "describe_non_finite"]

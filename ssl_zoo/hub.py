@@ -1,35 +1,41 @@
-"""The Hugging Face Hub and URL side of pretrained weights: downloads and publishing.
+"""Publishing to the Hugging Face Hub: ``push_to_hub`` / ``ssl-zoo push`` upload an exported encoder with its
+model card (``ssl_zoo.model_card``).
 
-``hub_download`` (``hf_hub_download`` with ssl_zoo's errors), ``url_download`` (a URL-keyed cache
-in torch.hub's folder, checksums, resumable) and ``url_weights`` (a URL file converted once with
-``ssl_zoo.convert``) fetch files for the one loading path in ``ssl_zoo.weights``; ``push_to_hub`` /
-``ssl-zoo push`` publish an exported encoder with its model card (``ssl_zoo.model_card``).
-
-The Hub endpoint, offline flag and cache are read from ``huggingface_hub.constants`` at call
-time (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE``), so patching those constants or
-passing ``endpoint=`` works after import. The loading and model-card names are re-exported here
-(``from ssl_zoo.hub import create_model_from_hub, build_model_card`` keeps working).
+Fetching lives in ``ssl_zoo.download`` (``hub_download``, ``url_download``: verified, bounded retries) and
+loading in ``ssl_zoo.weights`` (``url_weights``, ``create_model_from_hub``); their public names are
+re-exported here (``from ssl_zoo.hub import url_download, create_model_from_hub, build_model_card`` keeps
+working). Imports run download <- weights <- hub; nothing below imports this module.
 """
 from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import torch
 from torch import nn
 
 from .checkpoint import CHECKPOINT_NAME
+from .download import (  # noqa: F401  (re-exported)
+    ChecksumMismatchError,
+    CorruptWeightsError,
+    WeightsError,
+    WeightsNotFoundError,
+    WeightsOfflineError,
+    file_digests,
+    hub_download,
+    sha256_file,
+    url_cache_folder,
+    url_download,
+    verify_checksums,
+    verify_sha256,
+)
 from .errors import SslZooError, one_line, report_user_error
 from .export import (
     CONFIG_NAME,
@@ -37,7 +43,6 @@ from .export import (
     NonFiniteWeightsError,
     describe_non_finite,
     non_finite_tensors,
-    read_encoder_config,
     save_encoder,
 )
 from .model_card import (  # noqa: F401
@@ -52,20 +57,15 @@ from .model_card import (  # noqa: F401
     load_eval_results,
     run_eval_result_files,
 )
-from .recipe import Recipe, WeightsCfg
+from .recipe import Recipe
 from .weights import (  # noqa: F401
     CLASSIFIER_NAME,
+    CONVERTED_DIR,
     ArchitectureMismatchError,
-    ChecksumMismatchError,
-    CorruptWeightsError,
     EvalResultError,
-    WeightsError,
-    WeightsNotFoundError,
     WeightsNotPublishedError,
-    WeightsOfflineError,
     build_model,
     create_model_from_hub,
-    file_digests,
     find_model_dir,
     head_prefixes,
     load_classifier,
@@ -75,9 +75,8 @@ from .weights import (  # noqa: F401
     parse_repo_spec,
     read_state_dict,
     resolve_weights,
-    sha256_file,
-    verify_checksums,
-    verify_sha256,
+    state_dict_sha256,
+    url_weights,
 )
 
 _logger = logging.getLogger(__name__)
@@ -87,198 +86,6 @@ _logger = logging.getLogger(__name__)
 # publishes under `training_state/`. Globs matched against file names directly in the run folder.
 TRAINING_STATE_PATTERNS: tuple[str, ...] = (CHECKPOINT_NAME, "log.jsonl")
 TRAINING_STATE_DIR = "training_state"
-
-
-# -- downloads ------------------------------------------------------------------
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def hub_download(repo_id: str, filename: str, revision: str | None = None, *, endpoint: str | None = None,
-                 token: str | bool | None = None, cache_dir: str | os.PathLike | None = None,
-                 force_download: bool = False) -> Path:
-    """``hf_hub_download`` with ssl_zoo's errors; returns the cached file's path."""
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    where = f"{repo_id}@{revision or 'main'}"
-    host = endpoint or constants.ENDPOINT
-    try:
-        return Path(hf_hub_download(repo_id, filename, revision=revision, endpoint=endpoint, token=token,
-                                    cache_dir=None if cache_dir is None else str(cache_dir),
-                                    force_download=force_download,
-                                    library_name="ssl_zoo"))
-    except RepositoryNotFoundError as exc:
-        raise WeightsNotFoundError(
-            f"Hub repo {repo_id!r} not found at {host} (or it is private and no valid token was sent: "
-            f"`hf auth login` or HF_TOKEN).") from exc
-    except RevisionNotFoundError as exc:
-        raise WeightsNotFoundError(f"Revision {revision!r} does not exist in Hub repo {repo_id!r} at {host}.") from exc
-    except (LocalEntryNotFoundError, OfflineModeIsEnabled) as exc:
-        cache = cache_dir or constants.HF_HUB_CACHE
-        why = ("HF_HUB_OFFLINE is set" if _offline() else f"the Hub at {host} could not be reached")
-        raise WeightsOfflineError(
-            f"Cannot get {filename} of {where}: {why} and the file is not in the cache {cache}. Download it "
-            f"once with network access (the cache then serves it offline), or copy the repo's {WEIGHTS_NAME} and "
-            f"{CONFIG_NAME} into a folder and load that folder (`ssl-zoo eval --model FOLDER`, "
-            f"timm.create_model('local-dir:FOLDER', pretrained=True)).") from exc
-    except EntryNotFoundError as exc:
-        raise WeightsNotFoundError(f"Hub repo {where} at {host} has no file {filename!r}. An ssl_zoo model repo "
-                                   f"holds {WEIGHTS_NAME}, {CONFIG_NAME} and {CARD_NAME}.") from exc
-    except HfHubHTTPError as exc:
-        raise WeightsError(f"Downloading {filename} of {where} from {host} failed: {exc}") from exc
-
-
-def url_cache_folder(url: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder of one URL: ``<cache>/<first 16 hex digits of sha256(url)>``.
-
-    ``cache`` is ``cache_dir`` or ``$TORCH_HOME/hub/checkpoints/ssl_zoo`` (torch.hub's checkpoint
-    cache, read at call time). Keyed by the whole URL, so two URLs that end in the same file name
-    never share an entry.
-    """
-    root = Path(cache_dir) if cache_dir is not None else Path(torch.hub.get_dir()) / "checkpoints" / "ssl_zoo"
-    return root / hashlib.sha256(url.encode()).hexdigest()[:16]
-
-
-def _url_file_name(url: str) -> str:
-    return os.path.basename(urlsplit(url).path) or "download"
-
-
-def url_download(url: str, *, sha256: str | None = None, md5: str | None = None,
-                 cache_dir: str | os.PathLike | None = None) -> Path:
-    """Download ``url`` once into ``url_cache_folder(url)/<file name>`` and return the path.
-
-    The download goes to ``<name>.incomplete`` (resumed after an interruption, with a progress bar
-    that ``HF_HUB_DISABLE_PROGRESS_BARS=1`` turns off: ``huggingface_hub``'s ``http_get``), is checked
-    against ``sha256`` / ``md5`` and only then renamed into place; a file that fails the check is deleted.
-    A cached file is checked too (and
-    downloaded again when it fails).
-    Offline (``HF_HUB_OFFLINE``) or unreachable: ``WeightsOfflineError`` naming the URL and the path
-    where a manually downloaded copy is picked up.
-    """
-    from filelock import FileLock
-
-    folder = url_cache_folder(url, cache_dir)
-    target = folder / _url_file_name(url)
-    manual = f"download it on a machine with internet and place it at {target} (it is verified on use)"
-    what = f"the file at {url}"
-    if target.is_file():
-        try:
-            verify_checksums(target, sha256=sha256, md5=md5, what=what, discard=True)
-            return target
-        except ChecksumMismatchError as exc:  # deleted; e.g. the recipe's checksum is for a new upload
-            if _offline():
-                raise
-            _logger.warning("%s Downloading it again.", exc)
-    if _offline():
-        raise WeightsOfflineError(f"HF_HUB_OFFLINE is set and {url} is not in the cache: {manual}, or unset "
-                                  f"HF_HUB_OFFLINE.")
-    folder.mkdir(parents=True, exist_ok=True)
-    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
-    from huggingface_hub.file_download import http_get
-
-    partial = target.with_name(target.name + ".incomplete")
-    with FileLock(str(target) + ".lock"):  # another process may be downloading the same URL
-        if not target.is_file():
-            try:
-                with open(partial, "ab") as fh:  # resumes a download an interruption left behind
-                    http_get(url, fh, resume_size=fh.tell(), displayed_filename=target.name)
-            except OfflineModeIsEnabled as exc:
-                raise WeightsOfflineError(f"HF_HUB_OFFLINE is set and {url} is not in the cache: {manual}.") from exc
-            except HfHubHTTPError as exc:
-                status = getattr(getattr(exc, "response", None), "status_code", None)
-                partial.unlink(missing_ok=True)
-                raise WeightsNotFoundError(f"{url} answered HTTP {status}: the file moved or the URL is wrong; "
-                                           f"check the recipe's weights.url, or {manual}.") from exc
-            except Exception as exc:  # connection refused, DNS, timeouts, a truncated transfer
-                first_line = (str(exc).strip().splitlines() or [""])[0]
-                kept = partial.is_file() and partial.stat().st_size > 0
-                if not kept:
-                    partial.unlink(missing_ok=True)
-                resume = f" ({partial.stat().st_size} bytes arrived; the next call resumes)" if kept else ""
-                raise WeightsOfflineError(f"Could not download {url} ({type(exc).__name__}: {first_line}){resume}. "
-                                          f"Retry, or {manual}.") from exc
-            digests = verify_checksums(partial, sha256=sha256, md5=md5, what=what, discard=True)
-            if not (sha256 or md5):
-                _logger.warning("%s has no published checksum; the downloaded file's sha256 is %s.", url,
-                                digests["sha256"])
-            os.replace(partial, target)
-            return target
-    verify_checksums(target, sha256=sha256, md5=md5, what=what, discard=True)  # finished by another process
-    return target
-
-
-def _url_checksums(weights: WeightsCfg) -> tuple[str | None, str | None]:
-    """(sha256, md5) of the file at ``weights.url``: ``sha256`` describes the Hub file when there is one."""
-    return (None if weights.hf_hub_id else weights.sha256), weights.md5
-
-
-def _conversion_matches(folder: Path, recipe: Recipe, sha256: str | None, md5: str | None) -> bool:
-    """Whether a cached conversion holds this recipe's architecture and was made from a file with
-    these checksums (when the recipe records any)."""
-    if not (folder / WEIGHTS_NAME).is_file():
-        return False
-    try:
-        config = read_encoder_config(folder)
-        imported = config["ssl_zoo"]["imported"]
-        same_arch = (config["architecture"] == recipe.backbone.arch and json.dumps(config.get("model_args") or {},
-                     sort_keys=True) == json.dumps(dict(recipe.backbone.model_args), sort_keys=True))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    if not same_arch or (sha256 and imported.get("sha256") != sha256.lower()):
-        return False
-    return not md5 or str(imported.get("md5") or "").startswith(md5.lower())
-
-
-CONVERTED_DIR = "converted"
-
-
-def url_weights(recipe: Recipe, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The ``model.safetensors`` for ``recipe.weights.url``: the download itself when it is in our
-    format, else its conversion (``weights.source``, ``ssl_zoo.convert``), made once and stored in
-    ``url_cache_folder(url)/converted/`` next to the download. Later calls read the conversion
-    without any network access."""
-    w = recipe.weights
-    if w.url is None:
-        raise WeightsNotPublishedError(f"Recipe {recipe.name!r} has no weights.url to download.")
-    sha256, md5 = _url_checksums(w)
-    if not w.source:
-        return url_download(w.url, sha256=sha256, md5=md5, cache_dir=cache_dir)
-    from filelock import FileLock
-
-    from .convert import FILTERS, ConversionError, convert_checkpoint
-
-    if w.source not in FILTERS:
-        raise WeightsError(f"Recipe {recipe.name!r} names weights.source {w.source!r}; ssl_zoo.convert knows "
-                           f"{', '.join(FILTERS)}.")
-    converted = url_cache_folder(w.url, cache_dir) / CONVERTED_DIR
-    if _conversion_matches(converted, recipe, sha256, md5):
-        return converted / WEIGHTS_NAME
-    src = url_download(w.url, sha256=sha256, md5=md5, cache_dir=cache_dir)
-    with FileLock(str(converted) + ".lock"):
-        if _conversion_matches(converted, recipe, sha256, md5):
-            return converted / WEIGHTS_NAME  # another process converted it while this one waited
-        if converted.exists():
-            shutil.rmtree(converted)  # made from another file (the checksum changed) or for another architecture
-        with tempfile.TemporaryDirectory(prefix=".converting_", dir=converted.parent) as tmp:
-            try:
-                out = convert_checkpoint(src, w.source, Path(tmp) / CONVERTED_DIR, recipe=recipe)
-            except ConversionError as exc:
-                raise WeightsError(f"The file at {w.url} ({src}) does not convert as weights.source "
-                                   f"{w.source!r} for recipe {recipe.name!r}: {exc}") from exc
-            os.replace(out, converted)
-    _logger.info("Converted %s (%s) into %s", w.url, w.source, converted)
-    return converted / WEIGHTS_NAME
 
 
 # -- publishing -----------------------------------------------------------------

@@ -10,17 +10,22 @@ exported model / run folder, or a training checkpoint (``checkpoint.pt``, which 
 Weights are read by one reader (:func:`read_state_dict`: safetensors; ``torch.load(weights_only=True)``
 for PyTorch pickles), cut by one filter (:func:`filter_state_dict`: key prefix, classifier heads) and
 always end in a strict load (:func:`load_state_dict_strict`): weights for another architecture fail
-with the missing / unexpected / shape-mismatched keys listed. Downloads live in ``ssl_zoo.hub``.
+with the missing / unexpected / shape-mismatched keys listed. Files are fetched and verified by
+``ssl_zoo.download`` (which knows nothing about models); a URL file in an upstream layout is converted
+once by ``ssl_zoo.convert`` (:func:`url_weights`). Imports run download <- state_dicts <- convert <- weights
+<- hub (publishing) and model_card.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +33,40 @@ import torch
 from torch import nn
 
 from .checkpoint import CHECKPOINT_NAME
-from .errors import SslZooError, UserInputError
-from .export import CONFIG_NAME, WEIGHTS_NAME, describe_non_finite, non_finite_tensors, read_encoder_config
-from .recipe import Recipe
+from .convert import FILTERS, ConversionError, convert_checkpoint, split_linear_classifier
+from .download import (  # noqa: F401  (re-exported: the download family of errors and digests)
+    ChecksumMismatchError,
+    CorruptWeightsError,
+    WeightsError,
+    WeightsNotFoundError,
+    WeightsOfflineError,
+    file_digests,
+    hub_download,
+    sha256_file,
+    url_cache_folder,
+    url_download,
+    verify_checksums,
+    verify_sha256,
+)
+from .errors import UserInputError
+from .export import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    describe_non_finite,
+    non_finite_tensors,
+    read_encoder_config,
+    validate_model_args,
+)
+from .recipe import Recipe, WeightsCfg
+from .state_dicts import (  # noqa: F401  (re-exported: the one reader and filter)
+    classifier_names,
+    filter_state_dict,
+    head_prefixes,
+    read_checkpoint,
+    read_state_dict,
+    state_dict_of,
+    state_dict_sha256,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -42,30 +78,10 @@ CLASSIFIER_NAME = "classifier.safetensors"
 ENCODER_PREFIXES = ("encoder.", "backbone.", "model.", "module.", "module.encoder_q.", "module.encoder.", "encoder_q.")
 
 
-# -- errors -------------------------------------------------------------------
-
-class WeightsError(SslZooError, RuntimeError):
-    """Base class of every pretrained-weights error ssl_zoo raises."""
-
+# -- errors (the download family is ssl_zoo.download's) -------------------------
 
 class WeightsNotPublishedError(WeightsError):
     """The recipe has no weight location (no file, Hub repo or URL)."""
-
-
-class WeightsNotFoundError(WeightsError):
-    """The named file, folder, Hub repo, revision or file in the repo does not exist."""
-
-
-class WeightsOfflineError(WeightsError):
-    """Offline (or the Hub is unreachable) and the file is not in the local cache."""
-
-
-class ChecksumMismatchError(WeightsError):
-    """The file's sha256 (or a URL file's md5) differs from the one the recipe records."""
-
-
-class CorruptWeightsError(WeightsError):
-    """The file is truncated or not a readable safetensors / state-dict file."""
 
 
 class EvalResultError(WeightsError):
@@ -87,35 +103,6 @@ def parse_repo_spec(spec: str) -> tuple[str, str | None]:
     return repo_id, (revision or None)
 
 
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_digests(path: str | os.PathLike, chunk_size: int = 1 << 20) -> dict[str, str]:
-    """Hex ``md5`` and ``sha256`` of a file, in one pass."""
-    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk_size), b""):
-            md5.update(block)
-            sha256.update(block)
-    return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest()}
-
-
-def verify_sha256(path: str | os.PathLike, expected: str, what: str = "weights") -> None:
-    """Raise ``ChecksumMismatchError`` unless the file's sha256 is ``expected``."""
-    actual = sha256_file(path)
-    if actual.lower() != expected.lower().strip():
-        raise ChecksumMismatchError(
-            f"Checksum mismatch for {what} at {path}: sha256 is {actual}, the recipe records {expected}. "
-            f"The file is corrupt or was replaced upstream. Delete that file and load again (it is downloaded "
-            f"anew); if the new upload is intended, update the recipe's weights.sha256.")
-
-
 def find_model_dir(path: str | os.PathLike) -> Path:
     """The folder holding ``model.safetensors`` + ``config.json``: ``path`` itself or one subfolder."""
     root = Path(path)
@@ -135,117 +122,7 @@ def find_model_dir(path: str | os.PathLike) -> Path:
                                f"an upstream checkpoint with `ssl-zoo convert`.")
 
 
-def verify_checksums(path: str | os.PathLike, *, sha256: str | None = None, md5: str | None = None,
-                     what: str = "weights", discard: bool = False) -> dict[str, str]:
-    """Check a file against a sha256 and / or an md5 (or md5 prefix); returns the file's digests.
-
-    On a mismatch raises ``ChecksumMismatchError``; with ``discard`` the file is deleted first, so
-    a bad download never stays in the cache.
-    """
-    digests = file_digests(path)
-    problems = []
-    if sha256 and digests["sha256"] != sha256.lower().strip():
-        problems.append(f"sha256 is {digests['sha256']}, expected {sha256}")
-    if md5 and not digests["md5"].startswith(md5.lower().strip()):
-        problems.append(f"md5 is {digests['md5']}, expected {'a prefix ' if len(md5) < 32 else ''}{md5}")
-    if problems:
-        if discard:
-            Path(path).unlink(missing_ok=True)
-        kept = "It was deleted from the cache; run again to download it anew. " if discard else ""
-        raise ChecksumMismatchError(
-            f"Checksum mismatch for {what} ({path}): {'; '.join(problems)}. The download is corrupt or the file "
-            f"changed upstream. {kept}If the new file is intended, update the recipe's weights checksum.")
-    return digests
-
-
-# -- reading, filtering, strict loading ------------------------------------------
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """A weights file as a dict: a ``.safetensors`` file, or any other file as a PyTorch pickle read
-    with ``torch.load(weights_only=True)`` (legacy and upstream checkpoints: never arbitrary objects)."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsNotFoundError(f"Weights file {path} does not exist.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return dict(load_file(str(path), device="cpu"))
-        except Exception as exc:  # safetensors raises its own error types for every kind of damage
-            raise CorruptWeightsError(
-                f"{path} ({path.stat().st_size} bytes) is not a readable safetensors file ({exc}). It is "
-                f"probably truncated by an interrupted download or copy: delete it and download again "
-                f"(hf_hub_download(..., force_download=True) for Hub files).") from exc
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CorruptWeightsError(
-            f"torch.load(weights_only=True) refused {path}: {exc}. ssl_zoo never unpickles arbitrary Python "
-            f"objects. If you trust the file, re-save just its tensors in a trusted environment, e.g. "
-            f"torch.save(torch.load(path, weights_only=False)['state_dict'], 'state_dict.pt'), and load or "
-            f"convert that (`ssl-zoo convert` writes safetensors).") from exc
-    if not isinstance(obj, Mapping):
-        raise CorruptWeightsError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict or state dict.")
-    return dict(obj)
-
-
-def state_dict_of(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The tensors of a checkpoint: its ``state_dict`` / ``model`` / ``module`` entry, or the dict itself."""
-    for key in ("state_dict", "model", "module"):
-        if isinstance(checkpoint.get(key), Mapping):
-            checkpoint = checkpoint[key]
-            break
-    return {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state dict in a weights file (``read_checkpoint`` + ``state_dict_of``); the one reader."""
-    state = state_dict_of(read_checkpoint(path))
-    if not state:
-        raise CorruptWeightsError(f"{path} does not hold a state dict of tensors; use `ssl-zoo convert` to "
-                                  f"import it.")
-    return state
-
-
-def filter_state_dict(state: Mapping[str, torch.Tensor], *, prefixes: Sequence[str] = (),
-                      drop: Sequence[str] = ()) -> dict[str, torch.Tensor]:
-    """The keys under the first of ``prefixes`` that holds any, with the prefix removed (every key
-    when no prefix is given; none when no prefix matches), less the keys of the modules in ``drop``
-    (classifier heads). The one prefix / head filter of loading, init and conversion."""
-    sub = dict(state)
-    if prefixes:
-        sub = next(({k[len(p):]: v for k, v in state.items() if k.startswith(p)} for p in prefixes
-                    if any(k.startswith(p) for k in state)), {})
-    return {k: v for k, v in sub.items() if not any(k == d or k.startswith(d + ".") for d in drop)}
-
-
-def head_prefixes(model: nn.Module) -> list[str]:
-    """Module names of the classifier head (``["fc"]`` for ResNet); empty when there is none."""
-    get_classifier = getattr(model, "get_classifier", None)
-    head = get_classifier() if callable(get_classifier) else None
-    if head is None or isinstance(head, nn.Identity) or not list(head.parameters()):
-        return []
-    return [name for name, module in model.named_modules() if module is head and name]
-
-
-def classifier_names(model: nn.Module) -> list[str]:
-    """Where the architecture keeps its classifier (``fc`` and timm's ``pretrained_cfg['classifier']``),
-    whether or not this model has one: the keys a supervised checkpoint adds to an encoder's."""
-    import timm
-
-    names = ["fc"]
-    cfg = dict(getattr(model, "pretrained_cfg", None) or {})
-    classifier = cfg.get("classifier")
-    if classifier is None and cfg.get("architecture"):
-        try:
-            default = timm.models.get_pretrained_cfg(cfg["architecture"])
-            classifier = default.classifier if default is not None else None
-        except Exception:  # an architecture without a default cfg (ours): fc only
-            classifier = None
-    if classifier:
-        names += [classifier] if isinstance(classifier, str) else list(classifier)
-    return names
-
+# -- strict loading ----------------------------------------------------------
 
 def _encoder_prefix(state: Mapping[str, torch.Tensor], expected: list[str]) -> str | None:
     """The key prefix under which ``state`` holds every ``expected`` key (``encoder.`` in a training
@@ -378,8 +255,6 @@ def recipe_source(recipe: Recipe, *, pretrained: bool = False, checkpoint: str |
 def _hub_source(repo_spec: str, load_weights: bool, endpoint: str | None, token: str | bool | None,
                 cache_dir: str | os.PathLike | None) -> ModelSource:
     """The model a Hub repo's ``config.json`` describes, and (``load_weights``) its ``model.safetensors``."""
-    from .hub import hub_download
-
     repo_id, revision = parse_repo_spec(repo_spec)
     cfg_path = hub_download(repo_id, CONFIG_NAME, revision, endpoint=endpoint, token=token, cache_dir=cache_dir)
     config = read_encoder_config(cfg_path)
@@ -407,6 +282,8 @@ def local_source(path: str | os.PathLike) -> ModelSource:
         if not isinstance(stored, Mapping):
             raise WeightsError(f"{run_state} records no recipe; load it with create_model(RECIPE, checkpoint=...).")
         recipe = Recipe.from_dict(stored).with_overrides(backbone={"init": None})
+        # a checkpoint file, like a config.json, may come from anyone: its model_args reach timm
+        validate_model_args(dict(recipe.backbone.model_args), str(run_state), key="recipe.backbone.model_args")
         return dataclasses.replace(recipe_source(recipe), name=str(path), weights=run_state,
                                    origin=f"checkpoint {run_state}", init=None)
     model_dir = find_model_dir(path)
@@ -520,8 +397,6 @@ def resolve_weights(recipe: Recipe, checkpoint: str | os.PathLike | None = None,
     repo cannot be reached, is not cached offline or does not exist yet and the recipe has a URL,
     the URL is used instead. ``cache_dir`` is the Hugging Face cache (URL downloads use torch.hub's).
     """
-    from .hub import hub_download, url_weights
-
     w = recipe.weights
     if checkpoint is not None:
         path = checkpoint_file(checkpoint)
@@ -566,6 +441,67 @@ def resolve_weights(recipe: Recipe, checkpoint: str | os.PathLike | None = None,
         f"`ssl-zoo convert SRC --source ... --out DIR` and pass checkpoint='DIR'.")
 
 
+def _url_checksums(weights: WeightsCfg) -> tuple[str | None, str | None]:
+    """(sha256, md5) of the file at ``weights.url``: ``sha256`` describes the Hub file when there is one."""
+    return (None if weights.hf_hub_id else weights.sha256), weights.md5
+
+
+def _conversion_matches(folder: Path, recipe: Recipe, sha256: str | None, md5: str | None) -> bool:
+    """Whether a cached conversion holds this recipe's architecture and was made from a file with
+    these checksums (when the recipe records any)."""
+    if not (folder / WEIGHTS_NAME).is_file():
+        return False
+    try:
+        config = read_encoder_config(folder)
+        imported = config["ssl_zoo"]["imported"]
+        same_arch = (config["architecture"] == recipe.backbone.arch and json.dumps(config.get("model_args") or {},
+                     sort_keys=True) == json.dumps(dict(recipe.backbone.model_args), sort_keys=True))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not same_arch or (sha256 and imported.get("sha256") != sha256.lower()):
+        return False
+    return not md5 or str(imported.get("md5") or "").startswith(md5.lower())
+
+
+CONVERTED_DIR = "converted"
+
+
+def url_weights(recipe: Recipe, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The ``model.safetensors`` for ``recipe.weights.url``: the download itself when it is in our
+    format, else its conversion (``weights.source``, ``ssl_zoo.convert``), made once and stored in
+    ``url_cache_folder(url)/converted/`` next to the download. Later calls read the conversion
+    without any network access."""
+    w = recipe.weights
+    if w.url is None:
+        raise WeightsNotPublishedError(f"Recipe {recipe.name!r} has no weights.url to download.")
+    sha256, md5 = _url_checksums(w)
+    if not w.source:
+        return url_download(w.url, sha256=sha256, md5=md5, cache_dir=cache_dir)
+    from filelock import FileLock
+
+    if w.source not in FILTERS:
+        raise WeightsError(f"Recipe {recipe.name!r} names weights.source {w.source!r}; ssl_zoo.convert knows "
+                           f"{', '.join(FILTERS)}.")
+    converted = url_cache_folder(w.url, cache_dir) / CONVERTED_DIR
+    if _conversion_matches(converted, recipe, sha256, md5):
+        return converted / WEIGHTS_NAME
+    src = url_download(w.url, sha256=sha256, md5=md5, cache_dir=cache_dir)
+    with FileLock(str(converted) + ".lock"):
+        if _conversion_matches(converted, recipe, sha256, md5):
+            return converted / WEIGHTS_NAME  # another process converted it while this one waited
+        if converted.exists():
+            shutil.rmtree(converted)  # made from another file (the checksum changed) or for another architecture
+        with tempfile.TemporaryDirectory(prefix=".converting_", dir=converted.parent) as tmp:
+            try:
+                out = convert_checkpoint(src, w.source, Path(tmp) / CONVERTED_DIR, recipe=recipe)
+            except ConversionError as exc:
+                raise WeightsError(f"The file at {w.url} ({src}) does not convert as weights.source "
+                                   f"{w.source!r} for recipe {recipe.name!r}: {exc}") from exc
+            os.replace(out, converted)
+    _logger.info("Converted %s (%s) into %s", w.url, w.source, converted)
+    return converted / WEIGHTS_NAME
+
+
 def load_classifier(model: nn.Module, recipe: Recipe) -> None:
     """Load the recipe's official linear classifier (``weights.classifier_url``) into the head of
     ``model``, whose backbone already holds the recipe's weights.
@@ -577,9 +513,6 @@ def load_classifier(model: nn.Module, recipe: Recipe) -> None:
     """
     from filelock import FileLock
     from safetensors.torch import save_file
-
-    from .convert import ConversionError, split_linear_classifier
-    from .hub import url_cache_folder, url_download
 
     url = recipe.weights.classifier_url
     if url is None:
@@ -656,5 +589,6 @@ __all__ = [
     "read_state_dict", "filter_state_dict", "head_prefixes", "classifier_names", "load_state_dict_strict",
     "ModelSource", "resolve_source", "recipe_source", "local_source", "checkpoint_file", "build_model",
     "load_weights_", "init_weights_", "resolve_weights", "load_classifier", "load_pretrained",
-    "create_model_from_hub", "CLASSIFIER_NAME",
+    "create_model_from_hub", "CLASSIFIER_NAME", "url_weights", "state_dict_sha256", "hub_download",
+    "url_cache_folder", "url_download",
 ]

@@ -347,7 +347,8 @@ PROBES = [
     Probe("eval result records the weights' digests, data fingerprint, split and protocol", eval_records_binding,
           lambda o: (o["model"].get("weights_sha256") == o["file_sha"]
                      and o["model"].get("state_dict_sha256") == o["state_sha"] == o["loaded_state_sha"]
-                     and o["dataset"].get("fingerprint") == o["fingerprint"] and o["dataset"].get("test_split") == "test"
+                     and o["dataset"].get("fingerprint") == o["fingerprint"]
+                     and o["dataset"].get("test_split") == "test"
                      and o["protocol"] == "knn" and o["split"] == "test" and bool(o["mi_protocol"]))),
     Probe("push --results refuses a result without a weights digest, in one line",
           lambda ctx: push_result(ctx, drop_digests),
