@@ -64,10 +64,13 @@ def run_demo(epochs: int | None = None, output: str | Path = "runs/demo", seed: 
     after = knn_table(method.encoder, recipe, num_workers=0)
     # Record the k-NN numbers next to the weights.
     from .export import read_encoder_config, save_encoder
-    train_info = read_encoder_config(output)["ssl_zoo"].get("train", {})
+    exported = read_encoder_config(output)["ssl_zoo"]
+    evaluated = {"dataset": recipe.dataset, "split": "test",
+                 "protocol": f"k-NN (T={KNN_TEMPERATURE:g}, eval view, train split as the bank)"}
     save_encoder(method.encoder, output, recipe, metrics={**{f"{k}_before": v for k, v in before.items()},
                                                           **after, "final_loss": result["final"].get("loss")},
-                 extra={"train": train_info, "demo": {"seed": seed, "train_seconds": round(seconds, 1)}})
+                 extra={"train": exported.get("train", {}), "progress": exported.get("progress"), "eval": evaluated,
+                        "demo": {"seed": seed, "train_seconds": round(seconds, 1)}})
     return {"before": before, "after": after, "train": result, "output": str(output), "seconds": seconds,
             "recipe": recipe}
 

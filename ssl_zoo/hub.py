@@ -96,9 +96,10 @@ def training_state_files(run_dir: str | os.PathLike, patterns: Iterable[str] = T
     return sorted(p for p in root.iterdir() if p.is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in patterns))
 
 
-def _check_exported(model_dir: Path) -> dict[str, Any]:
+def _check_exported(model_dir: Path) -> tuple[dict[str, Any], str]:
     """Refuse to publish a folder whose weights hold NaN/inf or do not load strictly into its config's
-    architecture (built by the one loading path, ``ssl_zoo.weights.build_model``)."""
+    architecture (built by the one loading path, ``ssl_zoo.weights.build_model``); returns its config and
+    the weights' state-dict digest (what results of these weights record besides the file's sha256)."""
     source = local_source(model_dir)
     state = read_state_dict(model_dir / WEIGHTS_NAME)
     bad = non_finite_tensors(state)
@@ -107,7 +108,7 @@ def _check_exported(model_dir: Path) -> dict[str, Any]:
                                     f"NaN/inf (the run diverged). Retrain with a lower learning rate or publish "
                                     f"an earlier export.")
     build_model(source, state=state)
-    return dict(source.config or {})
+    return dict(source.config or {}), state_dict_sha256(state)
 
 
 def _export_module(model: nn.Module, out_dir: Path, recipe: Recipe | None = None) -> Path:
@@ -159,14 +160,15 @@ def push_to_hub(run_dir_or_model: str | os.PathLike | nn.Module, repo_id: str, p
         else:
             run_dir = Path(run_dir_or_model)
             model_dir = find_model_dir(run_dir)
-        config = _check_exported(model_dir)
+        config, state_sha = _check_exported(model_dir)
         weights_sha = sha256_file(model_dir / WEIGHTS_NAME)
         metrics: dict[str, dict[str, Any]] = {}
         reproduction = None
         if run_results and not isinstance(run_dir_or_model, nn.Module):
-            metrics.update(load_eval_results(run_eval_result_files(run_dir), weights_sha, strict=False))
+            metrics.update(load_eval_results(run_eval_result_files(run_dir), weights_sha, strict=False,
+                                             state_dict_sha256=state_sha))
             reproduction = _reproduction_table(run_dir, weights_sha)
-        metrics.update(load_eval_results(results or (), weights_sha, strict=True))
+        metrics.update(load_eval_results(results or (), weights_sha, strict=True, state_dict_sha256=state_sha))
         config_file: str | bytes = str(model_dir / CONFIG_NAME)
         if metrics:
             info = dict(config.get("ssl_zoo") or {})

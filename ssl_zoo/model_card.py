@@ -43,15 +43,22 @@ EVAL_METRIC_HINTS = ("acc", "knn", "linear", "top1", "top5", "map", "recall", "p
 
 
 def _metric_items(config: Mapping[str, Any], evaluation: bool = True) -> list[dict[str, Any]]:
-    """Measured metrics of a config as ``{name, value, dataset, split, task}``; non-numbers are skipped.
+    """Measured metrics of a config as ``{name, value, dataset, split, task, protocol, baseline}``; non-numbers
+    are skipped.
 
-    A metric is ``name: number`` or ``name: {value, dataset?, split?, task?}``. ``evaluation`` selects
-    the evaluation metrics (``EVAL_METRIC_HINTS`` or an explicit ``task``), else the other numbers.
+    A metric is ``name: number`` or ``name: {value, dataset?, split?, task?, protocol?, baseline?}``
+    (``baseline``: ``{value, init, bn_stats}``, the same method's untrained encoder measured the same way).
+    A bare number's split and protocol come from ``ssl_zoo.eval`` (``{dataset, split, protocol}``, the demo's);
+    a ``NAME_before`` number is ``NAME``'s baseline (the randomly initialised encoder training started from,
+    BatchNorm statistics at init). ``evaluation`` selects the evaluation metrics (``EVAL_METRIC_HINTS`` or an
+    explicit ``task``), else the other numbers.
     """
     info = config.get("ssl_zoo") or {}
-    default_dataset = info.get("eval_dataset") or info.get("dataset") or "unknown"
+    evaluated = dict(info.get("eval") or {})
+    default_dataset = evaluated.get("dataset") or info.get("eval_dataset") or info.get("dataset") or "unknown"
+    raw_metrics = dict(info.get("metrics") or {})
     out = []
-    for name, raw in (info.get("metrics") or {}).items():
+    for name, raw in raw_metrics.items():
         spec = dict(raw) if isinstance(raw, Mapping) else {"value": raw}
         value = spec.get("value")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -64,18 +71,28 @@ def _metric_items(config: Mapping[str, Any], evaluation: bool = True) -> list[di
             continue
         if is_eval:  # 4 significant digits: 84.4444% -> 84.44, a fraction 0.87654 -> 0.8765
             value = float(f"{float(value):.4g}")
+        baseline = spec.get("baseline")
+        before = raw_metrics.get(f"{name}_before")
+        if baseline is None and isinstance(before, (int, float)) and not isinstance(before, bool):
+            seed = (info.get("demo") or info.get("train") or {}).get("seed")
+            init = "random init" + (f", seed {seed}" if seed is not None else "") + ", the run's starting point"
+            baseline = {"value": before, "init": init, "bn_stats": "init"}
         task = spec.get("task") or "image-classification"
         out.append({"name": name, "value": value, "dataset": spec.get("dataset") or default_dataset,
-                    "split": spec.get("split"), "task": task})
+                    "split": spec.get("split") or evaluated.get("split"), "task": task,
+                    "protocol": spec.get("protocol") or evaluated.get("protocol"),
+                    "baseline": baseline if isinstance(baseline, Mapping) else None})
     return out
 
 
-def eval_result_metrics(result: Mapping[str, Any], source: str = "result",
-                        weights_sha256: str | None = None) -> dict[str, dict[str, Any]]:
+def eval_result_metrics(result: Mapping[str, Any], source: str = "result", weights_sha256: str | None = None,
+                        *, state_dict_sha256: str | None = None) -> dict[str, dict[str, Any]]:
     """The model-index metrics of one ``ssl-zoo eval`` result (its ``model_index`` block).
 
-    Raises :class:`EvalResultError` when the result measured a randomly initialised encoder, or
-    other weights than ``weights_sha256`` (when the result records the sha256 it measured). Values
+    Raises :class:`EvalResultError` when the result measured a randomly initialised encoder, records no
+    weights digest (``model.weights_sha256`` of the file / ``model.state_dict_sha256`` of the state dict,
+    ``ssl_zoo.state_dicts.weights_digests``), or, when the caller names the weights (``weights_sha256`` of
+    their ``model.safetensors``, ``state_dict_sha256``), measured other weights: one digest must match. Values
     are rounded to 2 decimals; a linear probe on a share of the labels is named for it
     (``linear_top1_20pct_labels``), so the 100/50/20% results do not overwrite each other.
     """
@@ -86,10 +103,21 @@ def eval_result_metrics(result: Mapping[str, Any], source: str = "result",
     if model.get("source") == "random-init":
         raise EvalResultError(f"{source} measured a randomly initialised encoder ({model.get('name')}), not trained "
                               f"weights; evaluate the run folder instead (`ssl-zoo eval PROTOCOL --model RUN_DIR`).")
-    measured = model.get("weights_sha256")
-    if weights_sha256 and measured and measured != weights_sha256:
-        raise EvalResultError(f"{source} measured other weights (sha256 {measured[:12]}..., these are "
-                              f"{weights_sha256[:12]}...); re-run that evaluation on this run folder.")
+    measured_file, measured_state = model.get("weights_sha256"), model.get("state_dict_sha256")
+    if not measured_file and not measured_state:
+        raise EvalResultError(f"{source} records no weights digest (model.weights_sha256 / state_dict_sha256), so "
+                              f"nothing shows it measured these weights; re-run it with `ssl-zoo eval PROTOCOL "
+                              f"--model RUN_DIR --output FILE`.")
+    if weights_sha256 or state_dict_sha256:
+        same = bool((measured_file and measured_file == weights_sha256)
+                    or (measured_state and measured_state == state_dict_sha256))
+        if not same:
+            shown = (f"sha256 {measured_file[:12]}..." if measured_file else
+                     f"state-dict sha256 {str(measured_state)[:12]}...")
+            mine = (f"{weights_sha256[:12]}..." if weights_sha256 and measured_file else
+                    f"{str(state_dict_sha256)[:12]}...")
+            raise EvalResultError(f"{source} measured other weights ({shown}, these are {mine}); re-run that "
+                                  f"evaluation on this run folder.")
     fraction = float((result.get("settings") or {}).get("label_fraction", 1.0))
     suffix = f"_{round(100 * fraction):d}pct_labels" if result["protocol"] == "linear" and fraction < 1.0 else ""
     out: dict[str, dict[str, Any]] = {}
@@ -98,17 +126,21 @@ def eval_result_metrics(result: Mapping[str, Any], source: str = "result",
         if not spec.get("split"):
             raise EvalResultError(f"{source}: metric {name!r} does not name its dataset split.")
         spec["value"] = round(float(spec["value"]), 2)
+        spec.setdefault("protocol", result["protocol"])
         out[name + suffix] = spec
     return out
 
 
-def load_eval_results(paths: Iterable[str | os.PathLike], weights_sha256: str | None = None,
-                      strict: bool = True) -> dict[str, dict[str, Any]]:
-    """Merged model-index metrics of ``ssl-zoo eval`` result files.
+def load_eval_results(paths: Iterable[str | os.PathLike], weights_sha256: str | None,
+                      strict: bool = True, *, state_dict_sha256: str | None = None) -> dict[str, dict[str, Any]]:
+    """Merged model-index metrics of ``ssl-zoo eval`` result files that measured the weights whose
+    ``model.safetensors`` has ``weights_sha256`` (or whose state dict has ``state_dict_sha256``).
 
-    ``strict`` raises :class:`EvalResultError` for a result that cannot be this model's score;
-    otherwise such a file is skipped with a warning naming it and why.
+    ``strict`` raises :class:`EvalResultError` for a result that cannot be this model's score (random init,
+    no digest, other weights); otherwise such a file is skipped with a note naming it and why.
     """
+    if not (weights_sha256 or state_dict_sha256):
+        raise ValueError("load_eval_results needs the digest of the weights the results must have measured.")
     merged: dict[str, dict[str, Any]] = {}
     for path in paths:
         try:
@@ -116,7 +148,8 @@ def load_eval_results(paths: Iterable[str | os.PathLike], weights_sha256: str | 
         except (OSError, ValueError) as exc:
             raise EvalResultError(f"Cannot read evaluation result {path}: {exc}") from None
         try:
-            merged.update(eval_result_metrics(data, source=str(path), weights_sha256=weights_sha256))
+            merged.update(eval_result_metrics(data, source=str(path), weights_sha256=weights_sha256,
+                                              state_dict_sha256=state_dict_sha256))
         except EvalResultError as exc:
             if strict:
                 raise
@@ -177,9 +210,8 @@ def _intro_lines(config: Mapping[str, Any], facts: Mapping[str, Any], name: str)
     description = facts["recipe_cfg"].get("description")
     if description:
         lines += [description, ""]
-    trained = (f"trained on `{dataset}` for {info['epochs']} epochs" if dataset and info.get("epochs")
-               else f"trained on `{dataset}`" if dataset else "")
     imported = info.get("imported")
+    trained = _trained_phrase(info, dataset, bool(imported))
     version = info.get("version", __version__)
     recipe_note = f" (recipe `{info['recipe']}`)." if info.get("recipe") else "."
     if imported:  # trained by the upstream authors; ssl_zoo only converted the keys
@@ -199,15 +231,71 @@ def _intro_lines(config: Mapping[str, Any], facts: Mapping[str, Any], name: str)
     return lines
 
 
+STOP_REASONS = {
+    "completed": "the recipe's full {planned} epochs",
+    "max-steps": "stopped by max-steps (--max-steps) before the recipe's {planned} epochs",
+}
+
+
+def _trained_phrase(info: Mapping[str, Any], dataset: str | None, imported: bool) -> str:
+    """What training happened: the steps and (fractional) epochs actually done, images seen and why the run
+    stopped (``ssl_zoo.progress``, written by the training loop); never the recipe's plan as if it were done."""
+    if not dataset:
+        return ""
+    progress = info.get("progress")
+    planned = info.get("epochs")
+    if isinstance(progress, Mapping) and isinstance(progress.get("steps"), int):
+        reason = progress.get("stop_reason") or "unknown"
+        why = STOP_REASONS.get(reason, "stopped: {reason}").format(planned=planned, reason=reason)
+        epochs = progress.get("epochs")
+        seen = progress.get("images_seen")
+        done = f"{float(epochs):.3g} epochs" if isinstance(epochs, (int, float)) else "epochs not recorded"
+        seen_text = f", {seen:,} images seen" if isinstance(seen, int) else ""
+        return f"trained on `{dataset}` for {progress['steps']} optimiser steps ({done}{seen_text}; {why})"
+    if imported and planned:  # the upstream release's own training, as its paper reports it
+        return f"trained on `{dataset}` for {planned} epochs"
+    if planned:
+        return f"trained on `{dataset}` (its recipe plans {planned} epochs; the steps done were not recorded)"
+    return f"trained on `{dataset}`"
+
+
+def timm_needs_ssl_zoo(arch: str) -> bool | None:
+    """Whether plain timm (a process that never imports ssl_zoo) builds ``arch``: False when timm itself
+    registers it, True when ssl_zoo does (``import ssl_zoo`` registers it with timm), None when neither knows it."""
+    import timm
+
+    from . import backbones  # noqa: F401  (registers ssl_zoo's architectures, so they can be told apart)
+
+    try:
+        entry = timm.models.model_entrypoint(arch)
+    except RuntimeError:  # "Unknown model"
+        return None
+    return not str(getattr(entry, "__module__", "")).startswith("timm.")
+
+
+def _timm_lines(arch: str, repo_id: str) -> list[str]:
+    """The timm snippet: as is only where plain timm builds the architecture (checked in a fresh process by
+    tests/test_trust_probes.py); otherwise what to import first, or that timm cannot build it."""
+    needs = timm_needs_ssl_zoo(arch)
+    body = [f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()',
+            "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))",
+            "features = model(transform(image).unsqueeze(0))", "```", ""]
+    if needs is None:
+        return [f"timm does not know the architecture `{arch}`: load these weights with ssl_zoo.", ""]
+    if needs:
+        return [f"The same weights in timm, once ssl_zoo is imported: `{arch}` is ssl_zoo's architecture, not "
+                f"timm's, and `import ssl_zoo` registers it with timm (without it timm answers "
+                f"`Unknown model ({arch})`):", "", "```python", f"import ssl_zoo  # registers {arch} with timm",
+                "import timm", "", *body]
+    return ["The same weights in timm (no ssl_zoo needed):", "", "```python", "import timm", "", *body]
+
+
 def _usage_lines(config: Mapping[str, Any], pcfg: Mapping[str, Any], repo_id: str) -> list[str]:
     """How to load the repo with ssl_zoo and with timm, and its preprocessing."""
     lines = ["## Usage", "", "```python", "import ssl_zoo", "",
              f'model = ssl_zoo.create_model("hf-hub:{repo_id}", pretrained=True).eval()',
-             f"features = model(images)  # (B, 3, H, W) -> (B, {config.get('num_features', 'D')})", "```", "",
-             "The same weights in timm:", "", "```python", "import timm", "",
-             f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True).eval()',
-             "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))",
-             "features = model(transform(image).unsqueeze(0))", "```", ""]
+             f"features = model(images)  # (B, 3, H, W) -> (B, {config.get('num_features', 'D')})", "```", ""]
+    lines += _timm_lines(str(config["architecture"]), repo_id)
     if pcfg.get("input_size"):
         lines += [f"Preprocessing: input size {pcfg['input_size']}, mean {pcfg.get('mean')}, std {pcfg.get('std')}, "
                   f"interpolation {pcfg.get('interpolation')}, crop_pct {pcfg.get('crop_pct')}.", ""]
@@ -218,8 +306,13 @@ def _results_lines(config: Mapping[str, Any], metrics: list[dict[str, Any]], rep
     """The evaluation table, the comparison with the paper and the end-of-training statistics."""
     lines: list[str] = []
     if metrics:
-        lines += ["## Evaluation", "", "| metric | dataset | split | value |", "|---|---|---|---|"]
-        lines += [f"| {m['name']} | {m['dataset']} | {m['split'] or ''} | {m['value']} |" for m in metrics]
+        lines += ["## Evaluation", "",
+                  "Each score was measured on these weights (results without a matching weights digest are refused) "
+                  "beside the same method's untrained encoder, measured the same way, where one was measured.", "",
+                  "| metric | dataset | split | protocol | value | untrained baseline |", "|---|---|---|---|---|---|"]
+        lines += [f"| {m['name']} | {m['dataset']} | {m['split'] or 'not recorded'} | "
+                  f"{m.get('protocol') or 'not recorded'} | {m['value']} | {_baseline_cell(m.get('baseline'))} |"
+                  for m in metrics]
         lines += [""]
     if reproduction:
         lines += ["## Reproduction", "", "Measured with `ssl-zoo reproduce`, beside the numbers the paper reports:",
@@ -231,6 +324,15 @@ def _results_lines(config: Mapping[str, Any], metrics: list[dict[str, Any]], rep
     if stats:
         lines += ["End of training: " + ", ".join(f"{m['name']} {m['value']}" for m in stats) + ".", ""]
     return lines
+
+
+def _baseline_cell(baseline: Mapping[str, Any] | None) -> str:
+    """``12.5 (untrained: <init>; BN statistics recomputed on the training images)``, or that none was measured."""
+    if not baseline or not isinstance(baseline.get("value"), (int, float)):
+        return "untrained baseline: not measured"
+    stats = ("BN statistics recomputed on the training images" if baseline.get("bn_stats") == "recomputed"
+             else "BN statistics at init")
+    return f"{float(baseline['value']):.4g} (untrained: {baseline.get('init') or 'init not recorded'}; {stats})"
 
 
 def _citation_lines(facts: Mapping[str, Any]) -> list[str]:

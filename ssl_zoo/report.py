@@ -76,11 +76,23 @@ METRIC_LABELS = {"top1": "top-1", "top5": "top-5", "rank1": "rank-1", "rank5": "
 
 
 def build_result(protocol: str, metrics: dict[str, float], model: dict[str, Any], dataset: dict[str, Any],
-                 settings: dict[str, Any], wall_time_s: float, world_size: int) -> dict[str, Any]:
-    """The JSON record of one benchmark run (schema in docs/benchmarks.md)."""
+                 settings: dict[str, Any], wall_time_s: float, world_size: int,
+                 baseline: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON record of one benchmark run (schema in docs/benchmarks.md).
+
+    What binds it to what it measured: ``model.weights_sha256`` / ``model.state_dict_sha256``
+    (``ssl_zoo.state_dicts.weights_digests``), ``model.name``, ``dataset.name`` / ``test_split`` /
+    ``fingerprint`` (``ssl_zoo.data.fingerprint``) and ``protocol`` (each ``model_index`` entry names its split
+    and protocol too). ``baseline`` (optional): the same method's untrained encoder measured the same way,
+    ``{"init": str, "bn_stats": "recomputed" | "init", "metrics": {name: value}}``; each metric it covers gets
+    ``baseline: {value, init, bn_stats}`` in ``model_index``, which the model card shows beside the score.
+    """
     from . import __version__
 
     machine = machine_info()
+    index = model_index_metrics(protocol, metrics, dataset, settings)
+    if baseline is not None:
+        add_baseline(index, protocol, baseline)
     return {
         "protocol": protocol,
         "metrics": {k: round(float(v), 4) for k, v in metrics.items()},
@@ -88,7 +100,8 @@ def build_result(protocol: str, metrics: dict[str, float], model: dict[str, Any]
         "model": model,
         "dataset": dataset,
         "settings": settings,
-        "model_index": model_index_metrics(protocol, metrics, dataset),
+        "model_index": index,
+        **({"baseline": dict(baseline)} if baseline is not None else {}),
         "ssl_zoo_version": __version__,
         "torch_version": machine["torch"],
         "platform": machine["platform"],
@@ -100,17 +113,39 @@ def build_result(protocol: str, metrics: dict[str, float], model: dict[str, Any]
     }
 
 
-def model_index_metrics(protocol: str, metrics: dict[str, float], dataset: dict[str, Any]) -> dict[str, Any]:
-    """Metrics in the form ``config.json``'s ``ssl_zoo.metrics`` takes for the model card's model-index."""
+BN_STATS = ("recomputed", "init")  # a baseline's BatchNorm statistics: recomputed on the training images, or init
+
+
+def model_index_metrics(protocol: str, metrics: dict[str, float], dataset: dict[str, Any],
+                        settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metrics in the form ``config.json``'s ``ssl_zoo.metrics`` takes for the model card's model-index:
+    ``{value, dataset, split, task, protocol}`` (``protocol``: the Markdown row's label, e.g. "k-NN (T=0.07)")."""
     task = "image-retrieval" if protocol == "retrieval" else "image-classification"
     split = dataset.get("test_split")
+    try:
+        label = protocol_label({"protocol": protocol, "settings": dict(settings or {})})
+    except (KeyError, TypeError):  # settings without the fields the label names
+        label = protocol
     out = {}
     for name, value in metrics.items():
         if name == "train_loss":
             continue
         out[f"{protocol}_{name}"] = {"value": round(float(value), 2), "dataset": dataset.get("name"),
-                                     "split": split, "task": task}
+                                     "split": split, "task": task, "protocol": label}
     return out
+
+
+def add_baseline(index: dict[str, Any], protocol: str, baseline: Mapping[str, Any]) -> None:
+    """Put ``baseline["metrics"][name]`` beside each ``index[f"{protocol}_{name}"]`` as ``baseline: {value, init,
+    bn_stats}``; raises ``ValueError`` for a malformed baseline."""
+    bn_stats, init = baseline.get("bn_stats"), baseline.get("init")
+    if bn_stats not in BN_STATS or not isinstance(init, str) or not isinstance(baseline.get("metrics"), Mapping):
+        raise ValueError(f"baseline needs init (str), bn_stats ({' or '.join(BN_STATS)}) and metrics (an object); "
+                         f"got {dict(baseline)}")
+    for name, value in baseline["metrics"].items():
+        key = f"{protocol}_{name}"
+        if key in index:
+            index[key]["baseline"] = {"value": round(float(value), 2), "init": init, "bn_stats": bn_stats}
 
 
 def markdown_header(protocol: str | None = None) -> str:

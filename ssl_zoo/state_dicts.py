@@ -124,5 +124,22 @@ def state_dict_sha256(state: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
+def weights_digests(state: Mapping[str, Any], weights_file: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What an evaluation result records to bind it to the weights it measured (``result["model"]``):
+
+    - ``weights_sha256``: the sha256 of the ``.safetensors`` file the weights were loaded from (an exported
+      folder's or a Hub repo's ``model.safetensors``: what ``ssl-zoo push`` uploads), else None;
+    - ``state_dict_sha256``: :func:`state_dict_sha256` of the encoder as evaluated, always (a recipe's
+      random init or its converted URL weights have no one file to name).
+    A card or ``push --results`` accepts a result when either digest is the pushed weights'.
+    """
+    from .download import sha256_file
+
+    file_sha = None
+    if weights_file is not None and str(weights_file).endswith(".safetensors") and Path(weights_file).is_file():
+        file_sha = sha256_file(weights_file)
+    return {"weights_sha256": file_sha, "state_dict_sha256": state_dict_sha256(state)}
+
+
 __all__ = ["read_checkpoint", "state_dict_of", "read_state_dict", "filter_state_dict", "head_prefixes",
-           "classifier_names", "state_dict_sha256"]
+           "classifier_names", "state_dict_sha256", "weights_digests"]

@@ -707,6 +707,17 @@ def _collective_timeout_error(accelerator: Any, timeout_s: float, ckpt_path: Pat
         f"with --resume). If steps can legitimately take longer, raise --collective-timeout.")
 
 
+def _progress(run: TrainingRun, state: RunState) -> dict[str, Any]:
+    """What the exported weights went through (config.json's ``ssl_zoo.progress``, the model card's intro):
+    optimiser steps and fractional epochs done, images seen, and why the run stopped."""
+    per_epoch = run.run_info["steps_per_epoch"]
+    planned = run.recipe.train.epochs
+    reason = "completed" if state.step >= planned * per_epoch else "max-steps"
+    return {"steps": state.step, "steps_per_epoch": per_epoch, "epochs": round(state.step / per_epoch, 4),
+            "planned_epochs": planned, "images_seen": state.step * run.run_info["global_batch"],
+            "stop_reason": reason}
+
+
 def _export(run: TrainingRun, state: RunState) -> Path:
     """The encoder as ``model.safetensors`` + ``config.json`` (refused when its weights are not finite)."""
     accelerator = run.accelerator
@@ -714,7 +725,8 @@ def _export(run: TrainingRun, state: RunState) -> Path:
     if accelerator.is_main_process:
         from .export import save_encoder
         metrics = {"final_loss": state.last.get("loss"), "steps": state.step, "epochs_done": state.epoch}
-        extra = {"train": {**run.run_info, "seed": run.options.seed, "mixed_precision": accelerator.mixed_precision}}
+        extra = {"train": {**run.run_info, "seed": run.options.seed, "mixed_precision": accelerator.mixed_precision},
+                 "progress": _progress(run, state)}
         save_encoder(run.method.encoder, run.out_dir, run.recipe, metrics=metrics, extra=extra)
         run.log(f"Exported the encoder to {run.out_dir / 'model.safetensors'} (+ config.json).")
     accelerator.wait_for_everyone()

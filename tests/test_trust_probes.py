@@ -132,7 +132,7 @@ def card_with_results(ctx: Ctx, baseline: bool) -> dict[str, Any]:
     config = json.loads((model / "config.json").read_text())
     config["ssl_zoo"]["metrics"] = metrics
     card = str(build_model_card(config, "org/probe"))
-    rows = [line for line in card.splitlines() if line.startswith("| knn_top1_k5")]
+    rows = [line for line in card.splitlines() if line.startswith("| knn_top1_k5 |")]
     return {"rows": rows, "card": card}
 
 
@@ -146,7 +146,7 @@ def demo_max_steps_card(ctx: Ctx) -> dict[str, Any]:
     run_demo(max_steps=2, output=out, num_workers=0, batch_size=32, progress_bar=False, overrides=dict(TINY))
     config = json.loads((out / "config.json").read_text())
     card = str(build_model_card(config, "org/demo"))
-    rows = [line for line in card.splitlines() if line.startswith("| knn20")]
+    rows = [line for line in card.splitlines() if line.startswith("| knn20 |")]
     return {"card": card, "progress": config["ssl_zoo"].get("progress", {}), "rows": rows,
             "planned": config["ssl_zoo"]["recipe_config"]["train"]["epochs"]}
 

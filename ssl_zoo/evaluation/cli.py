@@ -40,11 +40,12 @@ def load_encoder(spec: str, pretrained: bool = False,
     ``hf-hub:org/repo[@rev]`` (its weights), or a local run / model folder holding
     ``model.safetensors`` + ``config.json``.
     """
-    from .. import create_model
+    from ..weights import build_model, resolve_source
 
     if spec.startswith("hf-hub:"):
-        encoder = create_model(spec, pretrained=checkpoint is None, checkpoint=checkpoint)
-        return encoder, {"name": spec, "source": "hf-hub", "checkpoint": checkpoint}
+        source = resolve_source(spec, pretrained=checkpoint is None, checkpoint=checkpoint)
+        return build_model(source), {"name": spec, "source": "hf-hub", "checkpoint": checkpoint,
+                                     "weights_file": str(source.weights) if source.weights else None}
     path = Path(spec).expanduser()
     if path.exists():
         if checkpoint is not None:
@@ -58,9 +59,10 @@ def load_encoder(spec: str, pretrained: bool = False,
         hint = did_you_mean(spec, list_models(), cutoff=0.5)
         raise ValueError(f"--model {spec!r} is neither a recipe name, an 'hf-hub:org/repo' id nor an existing "
                          f"folder.{hint} `ssl-zoo list` shows the recipes.")
-    encoder = create_model(spec, pretrained=pretrained, checkpoint=checkpoint)
+    resolved = resolve_source(spec, pretrained=pretrained, checkpoint=checkpoint)
     source = "checkpoint" if checkpoint else ("pretrained" if pretrained else "random-init")
-    return encoder, {"name": spec, "source": source, "checkpoint": checkpoint}
+    return build_model(resolved), {"name": spec, "source": source, "checkpoint": checkpoint,
+                                   "weights_file": str(resolved.weights) if resolved.weights else None}
 
 
 def _encoder_from_dir(path: Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -73,7 +75,8 @@ def _encoder_from_dir(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     source = local_source(path)  # an exported model / run folder (or a run's training state)
     name = (source.config or {}).get("ssl_zoo", {}).get("recipe") or (source.recipe.name if source.recipe else None)
     model_dir = source.weights.parent if source.weights is not None else path
-    return build_model(source), {"name": name or model_dir.name, "source": "local", "checkpoint": str(model_dir)}
+    return build_model(source), {"name": name or model_dir.name, "source": "local", "checkpoint": str(model_dir),
+                                 "weights_file": str(source.weights) if source.weights else None}
 
 
 # ------------------------------------------------------------------------------------------- parser
@@ -201,6 +204,10 @@ def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[st
     model_info.update(architecture=type(encoder).__name__ if not getattr(encoder, "pretrained_cfg", None)
                       else encoder.pretrained_cfg.get("architecture", type(encoder).__name__),
                       num_features=int(getattr(encoder, "num_features", 0)))
+    # bind the result to the weights it measures, before any protocol trains them (fine-tuning)
+    from ..state_dicts import weights_digests
+
+    model_info.update(weights_digests(encoder.state_dict(), model_info.pop("weights_file", None)))
     if model_info["source"] == "random-init":
         accelerator.print(f"note: evaluating {args.model} with random weights (add --pretrained or --checkpoint).")
     from ..transforms import augment_cfg_for
@@ -212,8 +219,12 @@ def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[st
     runner = {"linear": _run_linear, "retrieval": _run_retrieval, "knn": _run_knn, **RUNNERS}[args.protocol]
     metrics, settings, dataset_info = runner(args, encoder, image_size, accelerator)
     settings.update(image_size=image_size, batch_size=args.batch_size, seed=args.seed)
-    return build_result(args.protocol, metrics, model_info, {"name": args.dataset, "root": args.data, **dataset_info},
-                        settings, wall_time_s=time.time() - start, world_size=accelerator.num_processes)
+    from ..data.fingerprint import dataset_fingerprint
+
+    dataset = {"name": args.dataset, "root": args.data, "fingerprint": dataset_fingerprint(args.dataset, args.data),
+               **dataset_info}
+    return build_result(args.protocol, metrics, model_info, dataset, settings, wall_time_s=time.time() - start,
+                        world_size=accelerator.num_processes)
 
 
 def _dataset(args: argparse.Namespace, split: str, transform: Callable, label_fraction: float = 1.0):
