@@ -40,16 +40,20 @@ def find_entry(zoo: dict[str, Any], recipe: str) -> dict[str, Any]:
     raise SystemExit(f"publish: {recipe!r} is not in zoo.json (entries: {known}).")
 
 
-def load_metrics(paths: list[str]) -> dict[str, Any]:
-    """Merge metric files: a benchmark result's ``model_index`` block, or a flat ``{name: value}`` object."""
-    from ssl_zoo.hub import EvalResultError, eval_result_metrics
+def load_metrics(paths: list[str], model_dir: Path) -> dict[str, Any]:
+    """Merge metric files: a benchmark result's ``model_index`` block (refused unless it measured the weights in
+    ``model_dir``), or a flat ``{name: value}`` object."""
+    from ssl_zoo.hub import EvalResultError, eval_result_metrics, read_state_dict, sha256_file, state_dict_sha256
+
+    weights = model_dir / "model.safetensors"
+    digests = {"weights_sha256": sha256_file(weights), "state_dict_sha256": state_dict_sha256(read_state_dict(weights))}
 
     merged: dict[str, Any] = {}
     for path in paths:
         data = json.loads(Path(path).read_text())
         if isinstance(data, dict) and "model_index" in data:
             try:  # refuses a result measured on a random-init encoder
-                merged.update(eval_result_metrics(data, source=path))
+                merged.update(eval_result_metrics(data, source=path, **digests))
             except EvalResultError as exc:
                 raise SystemExit(f"publish: {exc}") from None
         else:
@@ -128,7 +132,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     zoo_path = Path(args.zoo)
     zoo = load_zoo(zoo_path)
     entry = find_entry(zoo, args.recipe)
-    metrics = load_metrics(args.metrics) or None
     with tempfile.TemporaryDirectory(prefix="ssl_zoo_publish_") as tmp:
         run_dir = Path(args.run_dir) if args.run_dir else None
         upstream_digests = None
@@ -148,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          recipe=args.recipe)
         if run_dir is None:
             raise SystemExit("publish: pass --run-dir (or --from-url / --upstream-file for converted entries).")
+        from ssl_zoo.hub import find_model_dir
+
+        metrics = load_metrics(args.metrics, find_model_dir(run_dir)) or None
         staged = stage(run_dir, args.recipe, metrics, Path(tmp) / "staged")
         info = push_to_hub(staged, entry["repo"], endpoint=args.endpoint,
                            commit_message=f"{args.recipe}: {entry['produced_by']} ({', '.join(entry['commands'][:1])})",

@@ -279,8 +279,10 @@ def test_publish_script_records_the_commit(hub, run_dir, tmp_path, capsys):
     metrics.write_text(json.dumps({"knn_top1": 0.25}))
     # a benchmark result file (benchmarks/retrieval.py --output) feeds the card through its model_index block
     bench = tmp_path / "retrieval.json"
+    # (it records the digest of the weights it measured: a result of other weights would be refused)
     bench.write_text(json.dumps({"protocol": "retrieval", "metrics": {"mAP": 12.5}, "model_index": {
-        "retrieval_mAP": {"value": 12.5, "dataset": "digits", "split": "test", "task": "image-retrieval"}}}))
+        "retrieval_mAP": {"value": 12.5, "dataset": "digits", "split": "test", "task": "image-retrieval"}},
+        "model": {"weights_sha256": H.sha256_file(run_dir / "model.safetensors")}}))
     assert publish.main([RECIPE.name, "--run-dir", str(run_dir), "--metrics", str(metrics), str(bench),
                          "--zoo", str(zoo), "--write", "--endpoint", hub.url]) == 0
     entry = next(e for e in json.loads(zoo.read_text())["entries"] if e["recipe"] == RECIPE.name)
