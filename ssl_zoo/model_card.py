@@ -92,7 +92,8 @@ def eval_result_metrics(result: Mapping[str, Any], source: str = "result", weigh
     Raises :class:`EvalResultError` when the result measured a randomly initialised encoder, records no
     weights digest (``model.weights_sha256`` of the file / ``model.state_dict_sha256`` of the state dict,
     ``ssl_zoo.state_dicts.weights_digests``), or, when the caller names the weights (``weights_sha256`` of
-    their ``model.safetensors``, ``state_dict_sha256``), measured other weights: one digest must match. Values
+    their ``model.safetensors``, ``state_dict_sha256``), measured other weights: every digest both record
+    must agree, and at least one must be recorded by both. Values
     are rounded to 2 decimals; a linear probe on a share of the labels is named for it
     (``linear_top1_20pct_labels``), so the 100/50/20% results do not overwrite each other.
     """
@@ -109,9 +110,9 @@ def eval_result_metrics(result: Mapping[str, Any], source: str = "result", weigh
                               f"nothing shows it measured these weights; re-run it with `ssl-zoo eval PROTOCOL "
                               f"--model RUN_DIR --output FILE`.")
     if weights_sha256 or state_dict_sha256:
-        same = bool((measured_file and measured_file == weights_sha256)
-                    or (measured_state and measured_state == state_dict_sha256))
-        if not same:
+        # every digest both sides know must agree, and at least one must be known to both
+        pairs = [(m, w) for m, w in ((measured_file, weights_sha256), (measured_state, state_dict_sha256)) if m and w]
+        if not pairs or any(m != w for m, w in pairs):
             shown = (f"sha256 {measured_file[:12]}..." if measured_file else
                      f"state-dict sha256 {str(measured_state)[:12]}...")
             mine = (f"{weights_sha256[:12]}..." if weights_sha256 and measured_file else

@@ -287,6 +287,11 @@ def test_publish_script_refuses_a_random_init_result(run, tmp_path):
     good, bad = tmp_path / "good.json", tmp_path / "bad.json"
     good.write_text(json.dumps(real))
     bad.write_text(json.dumps({**real, "model": {**real["model"], "source": "random-init"}}))
-    assert publish.load_metrics([str(good)])["retrieval_mAP"]["value"] == round(real["metrics"]["mAP"], 2)
+    model_dir = run[0]
+    assert publish.load_metrics([str(good)], model_dir)["retrieval_mAP"]["value"] == round(real["metrics"]["mAP"], 2)
     with pytest.raises(SystemExit, match="randomly initialised"):
-        publish.load_metrics([str(good), str(bad)])
+        publish.load_metrics([str(good), str(bad)], model_dir)
+    other = tmp_path / "other.json"  # a result of other weights is refused too
+    other.write_text(json.dumps({**real, "model": {**real["model"], "weights_sha256": "0" * 64}}))
+    with pytest.raises(SystemExit, match="other weights"):
+        publish.load_metrics([str(other)], model_dir)
