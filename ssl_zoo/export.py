@@ -191,7 +191,8 @@ def _kind_ok(value: Any, kind: str) -> bool:
         return isinstance(value, bool)
     if kind == _NAME:  # a registry name (timm's layer names), never a path or a URL
         return isinstance(value, str) and bool(value) and all(c.isalnum() or c in "_-." for c in value)
-    return isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    # a list in JSON; a tuple once a Recipe has made its model_args hashable (a checkpoint's stored recipe)
+    return isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
 
 
 def _shown(value: Any) -> str:
