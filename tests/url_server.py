@@ -7,7 +7,8 @@
 Serves ``files`` (path -> bytes) with ``Content-Length`` and ``Range`` (``bytes=N-``) support,
 404 for anything else, and records every request as ``(method, path, range header)``. ``short[path] = n``
 makes every GET of ``path`` announce the whole remaining length but send at most ``n`` bytes and close the
-connection (a server that stops early). The server thread is a daemon, each connection times out after 30 s, and ``__exit__`` shuts it down.
+connection (a server that stops early). The server thread is a daemon, each connection times out after
+30 s, and ``__exit__`` shuts it down.
 """
 from __future__ import annotations
 
