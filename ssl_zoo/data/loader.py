@@ -61,6 +61,7 @@ def worker_error_message(exc: BaseException) -> str | None:
 
 
 _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()  # multi-process iterators whose workers may still run
+_WORKERS: weakref.WeakSet[Any] = weakref.WeakSet()  # their worker processes, even after the iterator is gone
 
 
 def stop_workers(iterator: Any) -> None:
@@ -84,6 +85,12 @@ def stop_workers(iterator: Any) -> None:
 def _stop_all_workers() -> None:
     for iterator in list(_LIVE):
         stop_workers(iterator)
+    # Workers that outlived torch's shutdown of a finished iterator (its SIGTERM is ignored): multiprocessing's
+    # own exit hook would join them forever.
+    for worker in list(_WORKERS):
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=5)
 
 
 class _Batches:
@@ -93,6 +100,7 @@ class _Batches:
         self.inner = inner
         if getattr(inner, "_workers", None):
             _LIVE.add(inner)
+            _WORKERS.update(inner._workers)  # type: ignore[attr-defined]
 
     def __iter__(self) -> _Batches:
         return self
@@ -115,6 +123,10 @@ class _Batches:
 
     def close(self) -> None:
         stop_workers(self.inner)
+
+    def __del__(self) -> None:  # a loop left early (a stop request, max_steps): no worker outlives it
+        if self.inner in _LIVE:
+            stop_workers(self.inner)
 
 
 class TrainLoader(DataLoader):
