@@ -87,9 +87,9 @@ def launch(tmp: Path, *args: str, timeout: float = 300) -> Outcome:
                  _free_port(), "-m", "ssl_zoo.cli", *args], tmp, timeout, {"ACCELERATE_USE_CPU": "1"})
 
 
-def torchrun(tmp: Path, *args: str, timeout: float = 300) -> Outcome:
-    """``torchrun --nproc_per_node 2`` of ``python -m ssl_zoo.train ARGS`` (no ACCELERATE_USE_CPU)."""
-    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+def torchrun(tmp: Path, *args: str, timeout: float = 300, env: dict[str, str] | None = None) -> Outcome:
+    """``torchrun --nproc_per_node 2`` of ``python -m ssl_zoo.train ARGS`` (no ACCELERATE_USE_CPU unless in env)."""
+    env = {**{k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}, **(env or {})}
     return _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                  _free_port(), "-m", "ssl_zoo.train", *args], tmp, timeout, env)
 
@@ -192,6 +192,27 @@ def torchrun_train(tmp: Path) -> Outcome:
     return torchrun(tmp, RECIPE, "--data", "data", "--output", "run", "--num-workers", "0", *TINY)
 
 
+def torchrun_forced_off_cpu(tmp: Path) -> Outcome:
+    folder(tmp)
+    if _has_gpu():
+        pytest.skip("on a GPU machine ACCELERATE_USE_CPU=0 is a launch ssl_zoo serves")
+    return torchrun(tmp, RECIPE, "--data", "data", "--output", "run", "--num-workers", "0", *TINY,
+                    env={"ACCELERATE_USE_CPU": "0"})
+
+
+def _has_gpu() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def refused_on_every_rank(o: Outcome) -> None:
+    assert o.rc not in (0, None), (o.rc, o.err[-3000:])
+    errors = set(o.errors)
+    assert len(errors) == 1, o.err[-3000:]  # each rank says the same one line
+    assert "WORLD_SIZE=2" in errors.pop() and "in use by" not in o.err
+    assert not (o.tmp / "run" / "checkpoint.pt").exists()
+
+
 def accelerate_train(tmp: Path) -> Outcome:
     folder(tmp)
     return launch(tmp, "train", RECIPE, "--data", "data", "--output", "run", "--num-workers", "0", *TINY)
@@ -209,7 +230,9 @@ def refused_before_any_work(o: Outcome) -> None:
 
 
 def reproduce_digits_folder_twice(tmp: Path) -> Outcome:
-    folder(tmp)
+    # train/ and test/ splits; 200 training images: the recipe's k-NN protocol asks for k=200
+    make_digit_folder(tmp / "data" / "train", per_class=50)
+    make_digit_folder(tmp / "data" / "test", per_class=5)
     args = ["reproduce", SYNTH, "--output", "run", "--data", "data", *SYNTH_TOY, "--set", "bank_size=32"]
     first = cli(tmp, *args, "--stop-after", "pretrain", timeout=300)
     assert first.rc == 0, first.err[-3000:]
@@ -265,6 +288,8 @@ PROBES = [
     Probe("reproduce --push 'bad id' is refused before any work", reproduce_bad_push_id, refused_before_any_work),
     Probe("torchrun --nproc_per_node 2 on CPU trains 2 processes and exits cleanly", torchrun_train,
           trained_by_two_processes, slow=True),
+    Probe("torchrun whose ranks cannot form one group (ACCELERATE_USE_CPU=0 on CPU) is refused in one line",
+          torchrun_forced_off_cpu, refused_on_every_rank, slow=True),
     Probe("accelerate launch with 2 CPU processes trains and exits cleanly", accelerate_train,
           trained_by_two_processes, slow=True),
     Probe("a digits recipe reproduced with --data continues after pre-training", reproduce_digits_folder_twice,
