@@ -17,6 +17,10 @@ Stages, in order, each skipped when its result already exists and each resumable
 ``RUN/reproduce.json`` records the options of the first invocation (a later one with other
 options is refused: it would be another experiment) and what each derived stage was built from;
 ``RUN/reproduce.jsonl`` logs every stage of every invocation as ``ran`` or ``skipped``.
+
+``--push`` is checked before any work (the repo id; online, a token the Hub accepts). Under ``accelerate
+launch`` (or ``torchrun``) every process trains and evaluates; the main process alone writes the stage log, the
+state, the evaluation records, the report and the card, and pushes.
 """
 from __future__ import annotations
 
