@@ -121,6 +121,42 @@ def collective_timeout_seconds(value: float | None = None) -> float:
     return float(value)
 
 
+class LaunchError(SslZooError, RuntimeError):
+    """A launcher started processes this process cannot join (one line says how to launch instead)."""
+
+
+def adopt_cpu_launch() -> None:
+    """Under ``torchrun`` on a machine with no GPU (or other accelerator), ask Accelerate for gloo on the CPU.
+
+    Accelerate reads torchrun's ``LOCAL_RANK`` as "one process per GPU"; finding no GPU it falls back to a
+    single process, so every rank believed it was the main one (two owners of the run folder, a gloo
+    traceback). ``accelerate launch`` on a CPU machine sets ``ACCELERATE_USE_CPU=1`` itself; this does the same
+    for torchrun, and only where the launch would otherwise be misread (an explicit value is kept)."""
+    if os.environ.get("LOCAL_RANK") is None or os.environ.get("ACCELERATE_USE_CPU") is not None:
+        return
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return
+    accel = getattr(torch, "accelerator", None)
+    has_device = accel.is_available() if accel is not None else torch.cuda.is_available()
+    if world > 1 and not has_device:
+        os.environ["ACCELERATE_USE_CPU"] = "1"
+
+
+def check_launch(num_processes: int) -> None:
+    """Refuse (one line) a launch whose processes did not become one group of ``WORLD_SIZE`` processes."""
+    raw = os.environ.get("WORLD_SIZE")
+    try:
+        world = int(raw) if raw is not None else 1
+    except ValueError:
+        return
+    if world > 1 and num_processes != world:
+        raise LaunchError(f"The launcher started {world} processes (WORLD_SIZE={world}) but this one joined a group "
+                          f"of {num_processes}; ssl_zoo serves `accelerate launch` and `torchrun` (on a CPU machine "
+                          f"set ACCELERATE_USE_CPU=1 for gloo), or one process without a launcher.")
+
+
 def is_collective_timeout(exc: BaseException) -> bool:
     """Whether ``exc`` is torch.distributed giving up on a peer: gloo raises ``RuntimeError('... Timed out
     waiting 5000ms for recv operation ...')`` and then 'Application timeout caused pair closure' on the

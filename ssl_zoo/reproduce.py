@@ -17,12 +17,17 @@ Stages, in order, each skipped when its result already exists and each resumable
 ``RUN/reproduce.json`` records the options of the first invocation (a later one with other
 options is refused: it would be another experiment) and what each derived stage was built from;
 ``RUN/reproduce.jsonl`` logs every stage of every invocation as ``ran`` or ``skipped``.
+
+``--push`` is checked before any work (the repo id; online, a token the Hub accepts). Under ``accelerate
+launch`` (or ``torchrun``) every process trains and evaluates; the main process alone writes the stage log, the
+state, the evaluation records, the report and the card, and pushes.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +48,59 @@ class ReproduceError(SslZooError, RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------- helpers
+def _is_main_process() -> bool:
+    """Rank 0 of an ``accelerate launch`` / ``torchrun`` launch (or the only process): it alone writes the stage log,
+    the state, the evaluation records, the report and the card, and pushes; the others train and evaluate."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def trained_recipe_dict(recipe: Recipe, data: str | None) -> dict[str, Any]:
+    """The recipe as ``train`` records it: a folder given to a digits recipe is trained as an imagefolder."""
+    if recipe.dataset == "digits" and data is not None:
+        recipe = recipe.with_overrides(dataset="imagefolder")
+    return recipe.to_dict()
+
+
+def check_push_target(push: str, endpoint: str | None, log: Callable[[str], None]) -> None:
+    """``--push``, checked before any work: the repo id's form, then (online) that a token is there and the Hub
+    accepts it. Offline (``HF_HUB_OFFLINE``) or with the Hub unreachable the login is not checked (said so)."""
+    from huggingface_hub import constants, get_token
+
+    from .weights import parse_repo_spec
+
+    try:
+        _, revision = parse_repo_spec(push)
+    except ValueError:
+        raise ReproduceError(f"--push {push!r} is not a Hub repo id: expected 'org/name' (letters, digits, '-', '_', "
+                             f"'.'), e.g. --push my-org/{'moco_v2_synth_r18_digits'}.") from None
+    if revision is not None:
+        raise ReproduceError(f"--push {push!r}: name the repo without '@revision' (the push makes a new commit).")
+    offline = constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+    if offline:
+        log(f"--push {push}: HF_HUB_OFFLINE is set, so the Hub login is not checked now; the push (the last stage) "
+            f"needs the network and a token.")
+        return
+    token = get_token()
+    if token is None:
+        raise ReproduceError(f"--push {push}: no Hub token (HF_TOKEN is unset and `hf auth login` was not run); log "
+                             f"in first, or drop --push (the same command with --push later pushes only).")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    try:
+        HfApi(endpoint=endpoint).whoami(token=token)
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise ReproduceError(f"--push {push}: the Hub refused the token (HTTP {status}); log in again "
+                                 f"(`hf auth login` or HF_TOKEN), or drop --push.") from None
+        log(f"--push {push}: could not check the Hub login (HTTP {status}); the push at the end will tell.")
+    except _network_errors() as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        log(f"--push {push}: the Hub is unreachable ({_scrub(first)}), so the login is not checked now; the push "
+            f"at the end will try again.")
+
+
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -135,12 +193,16 @@ class _Run:
     def record(self, stage: str, status: str, detail: str = "") -> None:
         event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stage": stage, "status": status, "detail": detail}
         self.events.append(event)
+        if not _is_main_process():
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a") as fh:
             fh.write(json.dumps(event) + "\n")
         self.log(f"[{stage}] {status}{': ' + detail if detail else ''}")
 
     def save(self) -> None:
+        if not _is_main_process():
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.state_path, self.state)
 
@@ -173,6 +235,8 @@ def reproduce(recipe: str | Recipe, *, data: str | None = None, eval_data: str |
     if not recipe.evaluation:
         raise ReproduceError(f"Recipe {recipe.name!r} declares no evaluation protocols (Recipe.evaluation); "
                              f"`ssl-zoo list` and docs/benchmarks.md show the recipes that do.")
+    if push is not None:  # before any work: a wrong id or a missing login would only show after all of it
+        check_push_target(push, endpoint, log)
     out = Path(output) if output is not None else Path("runs") / recipe.name
     eval_data = data if eval_data is None else eval_data
     run = _open_run(out, log, {"recipe": recipe.to_dict(), "data": data, "eval_data": eval_data,
@@ -195,6 +259,8 @@ def reproduce(recipe: str | Recipe, *, data: str | None = None, eval_data: str |
     measured, inputs = _evaluate(recipe, out, run, weights_sha, eval_data, seed=seed, num_workers=num_workers,
                                  epochs=eval_epochs, batch_size=eval_batch_size)
     if _stop_here("evaluate", stop_after, result, log):
+        return result
+    if not _is_main_process():  # the report, the card and the push are the main process's
         return result
     # 4-6: our numbers beside the paper's, the model card, the push
     table, report_inputs = _report(recipe, out, run, result, measured, inputs, weights_sha)
@@ -310,7 +376,8 @@ def _pretraining(recipe: Recipe, out: Path, run: _Run, result: dict[str, Any], s
     exported = (out / WEIGHTS_NAME).is_file() and (out / CONFIG_NAME).is_file()
     if exported:
         stored = (read_encoder_config(out).get("ssl_zoo") or {}).get("recipe_config") or {}
-        if _without_decoder_weights(stored) != _without_decoder_weights(recipe.to_dict()):
+        if _without_decoder_weights(stored) != _without_decoder_weights(
+                trained_recipe_dict(recipe, train_kwargs.get("data"))):
             raise ReproduceError(f"{out} holds an encoder trained with another recipe; choose another --output.")
         if has_decoder_stage:
             run.record("decoder_pretrain", "skipped", f"{decoder_file} exists")
@@ -378,11 +445,13 @@ def _evaluate(recipe: Recipe, out: Path, run: _Run, weights_sha: str, eval_data:
             previous["model"]["weights_sha256"] = weights_sha
             previous["model"]["recipe"] = recipe.name
             previous["reproduce"] = {"protocol": protocol.key, "argv": argv}
-            write_json(path, previous)
+            if _is_main_process():  # the other processes' records hold no metrics
+                write_json(path, previous)
+            accelerator.wait_for_everyone()
             shown = ", ".join(f"{k} {v:.2f}" for k, v in previous["metrics"].items() if k != "train_loss")
             run.record(f"evaluate:{protocol.key}", "ran", f"{shown} -> {path}")
         measured[protocol.key] = dict(previous["metrics"])
-        digests[protocol.key] = hashlib.sha256(path.read_bytes()).hexdigest()
+        digests[protocol.key] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
     return measured, digests
 
 
@@ -422,7 +491,9 @@ def run_cli(args: argparse.Namespace) -> int:
                            stop_after=args.stop_after, endpoint=args.endpoint, private=args.private)
     except (SslZooError, ValueError, TypeError, KeyError, OSError) as exc:  # a diverged run exits 1, the rest 2
         return report_user_error(exc, scrub=_scrub)
+    from .distributed import leave_together_at_exit
 
+    leave_together_at_exit()  # with several processes: leave gloo together, not first-come
     return 3 if result["interrupted"] else 0
 
 

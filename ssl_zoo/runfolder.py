@@ -27,8 +27,9 @@ from .export import CONFIG_NAME, WEIGHTS_NAME, atomic_write_bytes
 
 LOCK_NAME = ".ssl_zoo.lock"
 LOG_NAME = "log.jsonl"
+SKIPPED_NAME = "skipped_images.txt"  # --skip-bad-images: one "path<TAB>reason" line per skipped image
 # The files ``train`` writes: their presence means the folder holds a run; --overwrite removes them.
-RUN_FILES: tuple[str, ...] = (CHECKPOINT_NAME, WEIGHTS_NAME, CONFIG_NAME, LOG_NAME)
+RUN_FILES: tuple[str, ...] = (CHECKPOINT_NAME, WEIGHTS_NAME, CONFIG_NAME, LOG_NAME, SKIPPED_NAME)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -55,7 +55,9 @@ from .data.loader import build_epoch_loader, open_train_dataset
 from .data.sampler import EpochShardSampler
 from .distributed import (
     CollectiveTimeoutError,
+    adopt_cpu_launch,
     any_process,
+    check_launch,
     collective_timeout_seconds,
     gather_objects,
     is_collective_timeout,
@@ -75,7 +77,7 @@ from .optim import (
     scaled_lr,
 )
 from .recipe import Recipe, get_recipe
-from .runfolder import claim_run_folder, run_scope, trim_log
+from .runfolder import SKIPPED_NAME, claim_run_folder, run_scope, trim_log
 from .signals import StopRequest
 
 LOG_NAME = "log.jsonl"
@@ -235,6 +237,7 @@ class TrainOptions:
     knn_every: int | None = None
     compile: bool | str = False  # True: inductor; a string names another torch.compile backend
     augment_on_device: bool = False
+    allow_changed: Sequence[str] = ()  # what --resume may find changed: "seed", "recipe", "data"
 
 
 @dataclass
@@ -364,15 +367,58 @@ def _start_accelerator(opts: TrainOptions, out_dir: Path) -> tuple[Any, float]:
     from accelerate.utils import InitProcessGroupKwargs
 
     timeout_s = collective_timeout_seconds(opts.collective_timeout)
+    adopt_cpu_launch()  # torchrun on a CPU machine: gloo, not N processes that each believe they are alone
     accelerator = Accelerator(mixed_precision=default_mixed_precision(opts.mixed_precision),
                               log_with=opts.log_with, project_dir=str(out_dir),
                               kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))])
+    check_launch(accelerator.num_processes)
     return accelerator, timeout_s
 
 
+RESUME_CHANGES = ("seed", "recipe", "data")  # what --allow-changed may name
+
+
+def check_allow_changed(names: Sequence[str]) -> tuple[str, ...]:
+    """``--allow-changed`` names (comma-separated strings allowed), checked against :data:`RESUME_CHANGES`."""
+    out = tuple(n.strip() for item in names for n in str(item).split(",") if n.strip())
+    unknown = [n for n in out if n not in RESUME_CHANGES]
+    if unknown:
+        raise UserInputError(f"--allow-changed {','.join(unknown)}: not something a resume checks; name any of "
+                             f"{', '.join(RESUME_CHANGES)} (e.g. --allow-changed seed,data).")
+    return out
+
+
+def _data_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """How the data of ``new`` (this run's ``run_info`` data keys) differs from the checkpoint's ``old``."""
+    parts = []
+    for key, label in (("data", "folder"), ("num_images", "images"), ("data_fingerprint", "fingerprint")):
+        if key in old and old.get(key) != new.get(key):
+            parts.append(f"{label} {old[key]} -> {new.get(key)}")
+    return ", ".join(parts)
+
+
+def _resume_changes(resume_state: Mapping[str, Any], stored: Recipe, recipe: Recipe, opts: TrainOptions,
+                    data_identity: Mapping[str, Any]) -> dict[str, str]:
+    """What differs between the checkpointed run and this one, by kind (``RESUME_CHANGES``)."""
+    changes = {}
+    if "seed" in resume_state and resume_state["seed"] != opts.seed:
+        changes["seed"] = f"seed {resume_state['seed']} -> {opts.seed}"
+    if stored != recipe:
+        changes["recipe"] = (f"it was trained with a different recipe "
+                             f"({_recipe_diff(stored.to_dict(), recipe.to_dict())})")
+    data = _data_changes(resume_state.get("run") or {}, data_identity)
+    if data:
+        changes["data"] = f"it trained on other data ({data})"
+    return changes
+
+
 def _read_resume_state(resume: bool | str | Path, ckpt_path: Path, recipe: Recipe, opts: TrainOptions,
-                       log: Any) -> tuple[dict[str, Any] | None, Recipe, int | None]:
-    """The checkpoint to resume from (None without ``resume``), the recipe with the run's length, and max_steps."""
+                       log: Any, data_identity: Mapping[str, Any] | None = None
+                       ) -> tuple[dict[str, Any] | None, Recipe, int | None]:
+    """The checkpoint to resume from (None without ``resume``), the recipe with the run's length, and max_steps.
+
+    Another seed, recipe or data (``data_identity``: this run's ``data``, ``num_images`` and ``data_fingerprint``)
+    is refused in one line naming each difference, unless ``opts.allow_changed`` names it."""
     max_steps = opts.max_steps
     if not resume:
         return None, recipe, max_steps
@@ -385,12 +431,29 @@ def _read_resume_state(resume: bool | str | Path, ckpt_path: Path, recipe: Recip
             max_steps = resume_state["run"]["total_steps"]
     # Only the length may change on resume: a finished run can be extended with more epochs.
     stored = Recipe.from_dict(resume_state["recipe"]).with_overrides(train={"epochs": recipe.train.epochs})
-    if stored != recipe:
-        diff = _recipe_diff(stored.to_dict(), recipe.to_dict())
-        raise ValueError(f"Cannot resume {source}: it was trained with a different recipe ({diff}). Pass the "
-                         f"same recipe and options as the first run, or choose another --output.")
+    changes = _resume_changes(resume_state, stored, recipe, opts, data_identity or {})
+    refused = [kind for kind in changes if kind not in opts.allow_changed]
+    if refused:
+        raise UserInputError(f"Cannot resume {source}: {'; '.join(changes[k] for k in refused)}. Pass the same "
+                             f"recipe, --seed and --data as the first run, choose another --output, or continue "
+                             f"anyway with --allow-changed {','.join(refused)}.")
+    for kind, what in changes.items():
+        log(f"warning: resuming {source} although {what} (--allow-changed {kind}).")
     log(f"Resuming from {source} at epoch {resume_state['epoch']}, step {resume_state['step']}.")
     return resume_state, recipe, max_steps
+
+
+def _data_identity(train_set: Dataset, data: str | None) -> dict[str, Any]:
+    """The data a run trains on, as recorded in its checkpoint: folder, number of images and fingerprint
+    (``ssl_zoo.data.fingerprint``; None for a caller's own dataset, which has none)."""
+    from .data.fingerprint import dataset_fingerprint
+
+    try:
+        fingerprint: str | None = dataset_fingerprint(train_set)
+    except TypeError:
+        fingerprint = None
+    return {"data": str(Path(data).resolve()) if data is not None else None, "num_images": _num_images(train_set),
+            "data_fingerprint": fingerprint}
 
 
 def _build_method(recipe: Recipe, method: SSLMethod | None, seed: int, accelerator: Any) -> SSLMethod:
@@ -435,12 +498,9 @@ def _restore(run: TrainingRun, resume_state: dict[str, Any] | None) -> RunState:
     if resume_state is None:
         return RunState()
     old, run_info = resume_state["run"], run.run_info
-    moved = {k: (old[k], run_info[k]) for k in ("data", "num_images") if k in old and old[k] != run_info[k]}
-    if moved:
-        raise UserInputError(f"Cannot resume: the first run trained on other data {moved} (old, new). Pass the "
-                             f"same --data as the first run, or start a new run in another --output.")
+    # the data (folder, images, fingerprint) was checked by _read_resume_state, with --allow-changed
     changed = {k: (old.get(k), v) for k, v in run_info.items()
-               if old.get(k) != v and k not in ("total_steps", "data", "num_images")}
+               if old.get(k) != v and k not in ("total_steps", "data", "num_images", "data_fingerprint")}
     if changed:
         raise ValueError(f"Cannot resume: the run geometry changed {changed} (old, new). Use the same global batch "
                          f"size, number of processes and --grad-accum as the first run.")
@@ -540,10 +600,14 @@ def _prepare_run(recipe_or_name: str | Recipe, opts: TrainOptions, method: SSLMe
         accelerator.print(f"--data {opts.data}: recipe {recipe.name!r} trains on the embedded digits, so this "
                           f"folder is read as 'imagefolder' (one sub-folder of images per class).")
     claim_run_folder(accelerator, out_dir, resume=bool(resume), overwrite=opts.overwrite)
+    data_identity = _data_identity(train_set, opts.data)
     resume_state, recipe, max_steps = _read_resume_state(resume, out_dir / CHECKPOINT_NAME, recipe, opts,
-                                                         accelerator.print)
+                                                         accelerator.print, data_identity)
     run = _assemble_run(recipe, method, train_set, dataset is not None, out_dir, opts, max_steps, accelerator,
                         timeout_s)
+    run.run_info.update(data_identity)  # recorded in every checkpoint and the export's config.json
+    if opts.on_error == "skip" and hasattr(train_set, "skip_log"):
+        cast(Any, train_set).skip_log = str(out_dir / SKIPPED_NAME)
     state = _restore(run, resume_state)
     if opts.log_with:
         accelerator.init_trackers(recipe.name.replace("/", "_"), config={**recipe.to_dict()["train"], **run.run_info})
@@ -647,6 +711,9 @@ def _finish_epoch(run: TrainingRun, state: RunState, runlog: RunLog, means: dict
         assert run.online_sets is not None  # built whenever knn_every is set
         means.update(online_knn(run.method.encoder, run.online_sets, run.accelerator, run.log))
         runlog.show(loss=f"{state.last.get('loss', float('nan')):.4f}", knn=f"{means['knn_top1']:.1f}")
+    skipped = _skipped_images(run)
+    if skipped:
+        means["skipped_images"] = len(skipped)
     runlog.write({"step": state.step, "epoch": state.epoch, **means, "lr": run.optimizer.param_groups[0]["lr"]})
     _save_checkpoint(run, state, 0)
 
@@ -667,6 +734,24 @@ def _train_epochs(run: TrainingRun, state: RunState, runlog: RunLog) -> None:
         raise
     finally:
         runlog.close()
+        _report_skipped(run)
+
+
+def _skipped_images(run: TrainingRun) -> list[str]:
+    """The distinct images --skip-bad-images skipped so far in this run (all processes and workers)."""
+    path = run.out_dir / SKIPPED_NAME
+    if run.options.on_error != "skip" or not path.is_file():
+        return []
+    return sorted({line.split("\t", 1)[0] for line in path.read_text().splitlines() if line.strip()})
+
+
+def _report_skipped(run: TrainingRun) -> None:
+    """At the end of a run: the images --skip-bad-images skipped, named (all of them are in SKIPPED_NAME)."""
+    skipped = _skipped_images(run)
+    if skipped:
+        shown = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        run.log(f"Skipped {len(skipped)} unreadable image(s) (--skip-bad-images; listed with the reasons in "
+                f"{run.out_dir / SKIPPED_NAME}): {shown}")
 
 
 # -- checkpoints, diverged weights, stalled processes, export ---------------------------------------
@@ -744,12 +829,15 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
           method: SSLMethod | None = None, log_every: int = 10, dataset: Dataset | None = None,
           progress_bar: bool = True, on_error: str = "raise", overwrite: bool = False,
           collective_timeout: float | None = None, channels_last: bool | None = None,
-          knn_every: int | None = None, compile: bool | str = False, augment_on_device: bool = False) -> dict[str, Any]:
+          knn_every: int | None = None, compile: bool | str = False, augment_on_device: bool = False,
+          allow_changed: Sequence[str] = ()) -> dict[str, Any]:
     """Train a recipe (or a pre-built ``method``) and export its encoder; returns a summary dict.
 
     ``lr`` replaces the recipe's ``base_lr`` (still scaled by global batch / lr_batch_denom).
     ``max_steps`` caps the number of optimiser steps (the schedule then spans ``max_steps``).
-    ``resume=True`` continues from ``output/checkpoint.pt``; a path resumes from that file/folder. Without
+    ``resume=True`` continues from ``output/checkpoint.pt``; a path resumes from that file/folder. A resume with
+    another seed, recipe or data (``ssl_zoo.data.fingerprint``) is refused unless ``allow_changed`` names it
+    (``("seed", "data")``). Without
     ``epochs`` the resumed run keeps the checkpoint's epochs (and, without ``max_steps`` too, its total
     steps); given ``epochs`` / ``max_steps`` set a new length (extending a finished run).
     A folder that holds a run is refused unless ``resume`` or ``overwrite`` (which deletes that run's files);
@@ -771,7 +859,7 @@ def train(recipe_or_name: str | Recipe, *, data: str | None = None, epochs: int 
                         max_steps=max_steps, log_with=log_with, log_every=log_every, progress_bar=progress_bar,
                         on_error=on_error, overwrite=overwrite, collective_timeout=collective_timeout,
                         channels_last=channels_last, knn_every=knn_every, compile=compile,
-                        augment_on_device=augment_on_device)
+                        augment_on_device=augment_on_device, allow_changed=check_allow_changed(allow_changed))
     prepared = _prepare_run(recipe_or_name, opts, method, dataset, lr=lr, batch_size=batch_size)
     if isinstance(prepared, dict):  # a method stage was interrupted: its own checkpoint holds the work
         return prepared
@@ -801,6 +889,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", default=None, help="run folder (default runs/RECIPE)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="PATH",
                         help="continue from OUTPUT/checkpoint.pt, or from PATH (more --epochs extends a finished run)")
+    parser.add_argument("--allow-changed", action="append", default=[], metavar="seed,recipe,data",
+                        help="with --resume: continue although the seed, recipe or data (file list, sizes and "
+                             "mtimes) differ from the first run's (refused otherwise)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in --output (deletes its checkpoint, log and export first)")
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
@@ -845,7 +936,7 @@ def run_cli(args: argparse.Namespace) -> int:
                        log_every=args.log_every, on_error=args.on_error, overwrite=args.overwrite,
                        collective_timeout=args.collective_timeout, channels_last=args.channels_last,
                        knn_every=args.knn_every, compile=args.compile_backend if args.compile else False,
-                       augment_on_device=args.augment_on_device)
+                       augment_on_device=args.augment_on_device, allow_changed=args.allow_changed)
     # SslZooError (divergence / stalled peer exit 1, the rest 2); timm's unknown model_args (TypeError);
     # --output under a file or read-only (OSError)
     except (SslZooError, ValueError, TypeError, KeyError, OSError) as exc:

@@ -295,3 +295,39 @@ def test_publish_script_refuses_a_random_init_result(run, tmp_path):
     other.write_text(json.dumps({**real, "model": {**real["model"], "weights_sha256": "0" * 64}}))
     with pytest.raises(SystemExit, match="other weights"):
         publish.load_metrics([str(other)], model_dir)
+
+
+# -- --push is checked before any work (issue 21) -------------------------------------------------------------
+
+def test_push_id_is_checked_first():
+    from ssl_zoo.reproduce import ReproduceError, check_push_target
+
+    for bad in ("bad id", "no-slash", "org/name@main"):
+        with pytest.raises(ReproduceError, match="--push"):
+            check_push_target(bad, None, print)
+
+
+def test_push_login_is_checked_online_and_skipped_offline(server, monkeypatch):
+    import huggingface_hub
+
+    from ssl_zoo.reproduce import ReproduceError, check_push_target
+
+    notes: list[str] = []
+    check_push_target("org/repro", server.url, notes.append)  # a token the Hub accepts: nothing to say
+    assert notes == []
+    check_push_target("org/repro", "http://127.0.0.1:9", notes.append)  # the Hub unreachable: said, not refused
+    assert len(notes) == 1 and "unreachable" in notes[0] and TOKEN not in notes[0]
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
+    with pytest.raises(ReproduceError, match="no Hub token"):
+        check_push_target("org/repro", server.url, notes.append)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    check_push_target("org/repro", server.url, notes.append)  # offline: the login is not checked, and it says so
+    assert "HF_HUB_OFFLINE" in notes[-1]
+
+
+def test_reproduce_with_a_bad_push_id_does_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert reproduce(out, "--push", "bad id") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'bad id' is not a Hub repo id" in err[0]
+    assert not out.exists()

@@ -142,6 +142,9 @@ class LabelledImageDataset(Dataset):
         self.transform = transform
         self.on_error = on_error
         self.num_skipped = 0  # per process: each DataLoader worker counts its own
+        # on_error="skip": a file every process and worker appends each skipped image to (training sets it in
+        # the run folder), so the run can list them at its end; None: warnings only
+        self.skip_log: str | None = None
 
     @property
     def class_to_idx(self) -> dict[str, int]:
@@ -174,6 +177,9 @@ class LabelledImageDataset(Dataset):
                 if self.on_error != "skip":
                     raise
                 self.num_skipped += 1
+                if self.skip_log is not None:  # one short O_APPEND write: whole lines from concurrent workers
+                    with open(self.skip_log, "a") as fh:
+                        fh.write(f"{self._describe(i)}\t{str(exc.__cause__ or exc).splitlines()[0]}\n")
                 # The next image stands in so the batch keeps its size; the warning names the file.
                 warnings.warn(f"Skipped unreadable image ({self.num_skipped} so far in this process): {exc}",
                               RuntimeWarning, stacklevel=2)

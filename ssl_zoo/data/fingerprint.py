@@ -1,61 +1,79 @@
-"""What data a number was measured on (or a run trained on): a short fingerprint of a dataset.
+"""A dataset's fingerprint: a short digest that changes when its images change, computed without decoding any.
 
-``dataset_fingerprint(name, root)``:
-- a folder (``root`` given): sha256 over the sorted ``(relative path, size, mtime_ns)`` of every file under
-  ``root``: adding, removing, renaming, resizing or rewriting an image changes it; reading the files does not
-  (no image is opened, so it costs one directory walk);
-- an embedded dataset (``root`` None: digits, digits_textures, photo_patches, ...): sha256 of its arrays, split by
-  split (name, images' shape, dtype and bytes, then the labels), as ``create_dataset`` builds them.
-Returned as ``"sha256:<hex>"``.
+- Images read from files (every folder layout): sha256 over the sorted list of ``(path relative to the root,
+  size in bytes, mtime in ns)`` of the split's files. Replacing, adding, removing or renaming an image
+  changes it; so does touching one (its mtime), which is the price of never reading the pixels.
+- Images held in memory (the embedded ``digits`` and ``photo_patches``, CIFAR, STL-10): sha256 over the
+  pixel array (shape, dtype, bytes) and the labels. The same arrays on any machine give the same digest.
+
+Training records it in its checkpoint (``run.data_fingerprint``) and refuses to resume on other data;
+evaluation records can store it beside the weights' digest.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from ..errors import UserInputError
+from .base import ArrayImageDataset, FileImageDataset
+
+PREFIX = "sha256:"
 
 
-def folder_fingerprint(root: str | os.PathLike) -> str:
-    """sha256 over the sorted ``(relative path, size, mtime_ns)`` of the files under ``root``."""
-    base = Path(root)
-    if not base.is_dir():
-        raise UserInputError(f"Dataset folder {base} does not exist (or is not a folder).")
+def _files_digest(paths: list[str], root: Path | str | None) -> str:
+    base = os.fspath(root) if root is not None else None
     entries = []
-    for folder, _dirs, files in os.walk(base, followlinks=True):
-        for name in files:
-            path = Path(folder) / name
-            st = path.stat()
-            entries.append((path.relative_to(base).as_posix(), st.st_size, st.st_mtime_ns))
-    digest = hashlib.sha256()
-    for rel, size, mtime in sorted(entries):
-        digest.update(f"{rel}\0{size}\0{mtime}\n".encode())
-    return "sha256:" + digest.hexdigest()
+    for path in paths:
+        st = os.stat(path)
+        rel = os.path.relpath(path, base) if base is not None else os.path.abspath(path)
+        entries.append((rel.replace(os.sep, "/"), st.st_size, st.st_mtime_ns))
+    entries.sort()
+    h = hashlib.sha256()
+    for rel, size, mtime_ns in entries:
+        h.update(json.dumps([rel, size, mtime_ns]).encode("utf-8", "surrogateescape"))
+        h.update(b"\n")
+    return h.hexdigest()
 
 
-def embedded_fingerprint(name: str) -> str:
-    """sha256 of an embedded dataset's arrays (every registered split)."""
-    from . import create_dataset, get_dataset_info
-
-    digest = hashlib.sha256()
-    for split in get_dataset_info(name).splits:
-        dataset = create_dataset(name, None, split=split)
-        images = getattr(dataset, "images", None)
-        if not isinstance(images, np.ndarray):
-            raise UserInputError(f"Dataset {name!r} is read from a folder: pass its root to fingerprint it.")
-        images = np.ascontiguousarray(images)
-        digest.update(f"{split}\0{images.shape}\0{images.dtype}\0".encode())
-        digest.update(images.tobytes())
-        digest.update(np.asarray(dataset.targets, dtype=np.int64).tobytes())
-    return "sha256:" + digest.hexdigest()
+def _arrays_digest(images: np.ndarray, targets: list[int]) -> str:
+    h = hashlib.sha256()
+    h.update(f"{images.dtype.str}{tuple(images.shape)}".encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(np.asarray(targets, dtype=np.int64).tobytes())
+    return h.hexdigest()
 
 
-def dataset_fingerprint(name: str, root: str | None) -> str:
-    """The fingerprint of dataset ``name`` read from ``root`` (a folder), or of the embedded ``name``."""
-    return folder_fingerprint(root) if root is not None else embedded_fingerprint(name)
+def dataset_fingerprint(dataset_or_name: Any, root: str | os.PathLike | None = None, split: str = "train") -> str:
+    """``"sha256:<hex>"`` of a dataset object, or of dataset ``name`` at ``root`` (its ``split``).
+
+    Cheap: a folder's images are only ``stat``-ed, never decoded. Raises ``TypeError`` for a dataset that is
+    neither file- nor array-backed (a caller's own ``torch`` Dataset): there is nothing to fingerprint."""
+    dataset = dataset_or_name
+    if isinstance(dataset_or_name, str):
+        from .registry import create_dataset
+        dataset = create_dataset(dataset_or_name, root=None if root is None else os.fspath(root), split=split)
+    if isinstance(dataset, FileImageDataset):
+        return PREFIX + _files_digest(dataset.paths, root if root is not None else dataset.root)
+    if isinstance(dataset, ArrayImageDataset):
+        return PREFIX + _arrays_digest(dataset.images, dataset.targets)
+    raise TypeError(f"Cannot fingerprint a {type(dataset).__name__}: only file- and array-backed ssl_zoo datasets "
+                    f"(create_dataset) have a fingerprint.")
 
 
-__all__ = ["dataset_fingerprint", "folder_fingerprint", "embedded_fingerprint"]
+def splits_fingerprint(name: str, root: str | os.PathLike | None, splits: Sequence[str]) -> str:
+    """One ``"sha256:<hex>"`` for the splits of dataset ``name`` that a measurement read (an evaluation reads a
+    train and a test split): the digest of each split's :func:`dataset_fingerprint`, in split-name order."""
+    if len(set(splits)) == 1:
+        return dataset_fingerprint(name, root, split=splits[0])
+    h = hashlib.sha256()
+    for split in sorted(set(splits)):
+        h.update(f"{split}\0{dataset_fingerprint(name, root, split=split)}\n".encode())
+    return PREFIX + h.hexdigest()
+
+
+__all__ = ["dataset_fingerprint", "splits_fingerprint"]

@@ -1,13 +1,25 @@
-"""The training DataLoader: decoding and augmentation in worker processes, pinned memory on CUDA."""
+"""The training DataLoader: decoding and augmentation in worker processes, pinned memory on CUDA.
+
+Workers ignore SIGINT/SIGTERM (:func:`init_worker`), so nothing but this module may be trusted to end them:
+:class:`TrainLoader` stops its workers (SIGKILL for any that outlive torch's own shutdown) as soon as a batch
+fails, and once more at interpreter exit, where torch's shutdown does nothing and ``multiprocessing`` would
+wait forever for a worker that ignores its SIGTERM. A worker's error reaches the caller as its own message
+(one line naming the file), not torch's "Caught ... in DataLoader worker" text with the worker's traceback.
+"""
 from __future__ import annotations
 
+import atexit
 import random
 import signal
+import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..errors import SslZooError
 
 if TYPE_CHECKING:
     from ..recipe import Recipe
@@ -32,6 +44,96 @@ def init_worker(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed_worker(worker_id)
+
+
+def worker_error_message(exc: BaseException) -> str | None:
+    """The worker's own message inside torch's re-raised ``Caught X in DataLoader worker N. Original
+    Traceback ...`` text, or None when ``exc`` is not such a re-raise."""
+    text = str(exc)
+    if not text.startswith("Caught ") or "DataLoader worker" not in text or "Original Traceback" not in text:
+        return None
+    cls = type(exc)
+    for marker in (f"{cls.__module__}.{cls.__qualname__}: ", f"{cls.__name__}: "):
+        at = text.rfind(marker)
+        if at >= 0:
+            return text[at + len(marker):].strip()
+    return None
+
+
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()  # multi-process iterators whose workers may still run
+_WORKERS: weakref.WeakSet[Any] = weakref.WeakSet()  # their worker processes, even after the iterator is gone
+
+
+def stop_workers(iterator: Any) -> None:
+    """End the worker processes of a DataLoader iterator now (no-op without workers): torch's shutdown, then
+    SIGKILL for any worker still alive (they ignore SIGTERM, so torch's own ``terminate`` cannot end them)."""
+    workers = list(getattr(iterator, "_workers", ()))
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        try:
+            shutdown()
+        except Exception:  # a worker already gone: what is left is killed below
+            pass
+    for worker in workers:
+        if worker.is_alive():
+            worker.kill()
+        worker.join(timeout=5)
+    _LIVE.discard(iterator)
+
+
+@atexit.register  # registered after torch.utils.data's exit hook, so it runs before it (LIFO)
+def _stop_all_workers() -> None:
+    for iterator in list(_LIVE):
+        stop_workers(iterator)
+    # Workers that outlived torch's shutdown of a finished iterator (its SIGTERM is ignored): multiprocessing's
+    # own exit hook would join them forever.
+    for worker in list(_WORKERS):
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=5)
+
+
+class _Batches:
+    """The batches of one pass over a :class:`TrainLoader`; a failed batch stops the workers first."""
+
+    def __init__(self, inner: Iterator[Any]) -> None:
+        self.inner = inner
+        if getattr(inner, "_workers", None):
+            _LIVE.add(inner)
+            _WORKERS.update(inner._workers)  # type: ignore[attr-defined]
+
+    def __iter__(self) -> _Batches:
+        return self
+
+    def __len__(self) -> int:
+        return len(cast(Any, self.inner))
+
+    def __next__(self) -> Any:
+        try:
+            return next(self.inner)
+        except StopIteration:
+            _LIVE.discard(self.inner)
+            raise
+        except Exception as exc:
+            stop_workers(self.inner)
+            message = worker_error_message(exc) if isinstance(exc, SslZooError) else None
+            if message is None:
+                raise
+            raise type(exc)(message) from None
+
+    def close(self) -> None:
+        stop_workers(self.inner)
+
+    def __del__(self) -> None:  # a loop left early (a stop request, max_steps): no worker outlives it
+        if self.inner in _LIVE:
+            stop_workers(self.inner)
+
+
+class TrainLoader(DataLoader):
+    """A DataLoader whose workers never outlive a failed batch or the interpreter (see the module docstring)."""
+
+    def __iter__(self) -> Any:
+        return _Batches(super().__iter__())
 
 
 def build_train_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle: bool = True,
@@ -61,7 +163,7 @@ def build_train_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, 
         kwargs.update(persistent_workers=persistent_workers, worker_init_fn=init_worker)
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else None,
+    return TrainLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else None,
                       sampler=sampler, drop_last=drop_last, num_workers=num_workers,
                       pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
                       generator=generator, **kwargs)

@@ -219,9 +219,11 @@ def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[st
     runner = {"linear": _run_linear, "retrieval": _run_retrieval, "knn": _run_knn, **RUNNERS}[args.protocol]
     metrics, settings, dataset_info = runner(args, encoder, image_size, accelerator)
     settings.update(image_size=image_size, batch_size=args.batch_size, seed=args.seed)
-    from ..data.fingerprint import dataset_fingerprint
+    from ..data.fingerprint import splits_fingerprint
 
-    dataset = {"name": args.dataset, "root": args.data, "fingerprint": dataset_fingerprint(args.dataset, args.data),
+    splits = [args.test_split] if args.protocol == "retrieval" else [args.train_split, args.test_split]
+    dataset = {"name": args.dataset, "root": args.data,
+               "fingerprint": splits_fingerprint(args.dataset, args.data, splits),
                **dataset_info}
     return build_result(args.protocol, metrics, model_info, dataset, settings, wall_time_s=time.time() - start,
                         world_size=accelerator.num_processes)
