@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .errors import UserInputError
+
 
 def _average_factor(bn: _BatchNorm) -> float:
     """The running-statistics update factor ``_BatchNorm.forward`` would use (and its step count)."""
@@ -68,9 +70,12 @@ class SplitBatchNorm2d(nn.BatchNorm2d):
         y = F.batch_norm(x.reshape(n // groups, groups * c, *x.shape[2:]), mean, var, weight, bias,
                          True, factor, self.eps)
         if track:
-            with torch.no_grad():
-                self.running_mean.copy_(mean.view(groups, c).mean(0))
-                self.running_var.copy_(var.view(groups, c).mean(0))
+            # Through .data: no version bump. A batch no larger than a group earlier in the same step (synth's
+            # B-image views before its 2B-image pair batch) went through plain BatchNorm, whose graph saved these
+            # buffers; an in-place copy_ would make its backward fail ("modified by an inplace operation"),
+            # though training-mode backward never reads them (native BatchNorm's own update does not bump either).
+            self.running_mean.data.copy_(mean.view(groups, c).mean(0))
+            self.running_var.data.copy_(var.view(groups, c).mean(0))
         return y.reshape(x.shape)
 
 
@@ -124,15 +129,19 @@ class CpuSyncBatchNorm(_BatchNorm):
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
-        count = x.new_tensor([x.numel() / x.shape[1]])
-        local = torch.cat([x.sum(dims), (x * x).sum(dims), count])
-        total = _AllReduceSum.apply(local)
         c = x.shape[1]
+        shape = [1, c] + [1] * (x.dim() - 2)
+        # Two passes, as BatchNorm itself: the global mean, then the global sum of squared deviations from it.
+        # (One pass, E[x^2] - E[x]^2, cancels in float32 when |mean| >> std: in tests/test_scale_fidelity.py's
+        # SimSiam-synth run it put relative errors of 4.5e-3 into step-0 gradients against one BatchNorm over the
+        # same images; two passes: 1.0e-4.)
+        count = x.new_tensor([x.numel() / c])
+        total = _AllReduceSum.apply(torch.cat([x.sum(dims), count]))
         n = total[-1]
         mean = total[:c] / n
-        var = (total[c:2 * c] / n - mean * mean).clamp_min(0.0)
-        shape = [1, c] + [1] * (x.dim() - 2)
-        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        centred = x - mean.view(shape)
+        var = _AllReduceSum.apply((centred * centred).sum(dims)) / n
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         factor = _average_factor(self)
@@ -182,5 +191,47 @@ def batchnorm_groups(module: nn.Module) -> dict[str, str]:
     return out
 
 
+class BatchNormGroupError(UserInputError):
+    """A recipe that requires its BatchNorm group size (``strict_bn_groups``) runs with smaller per-process batches."""
+
+
+def effective_bn_group_size(module: nn.Module, *, per_process_batch: int, num_processes: int, global_batch: int,
+                            sync_bn: bool) -> tuple[int | None, int | None]:
+    """``(recipe's, effective)`` images per BatchNorm group in one view's forward pass; ``(None, None)`` without
+    BatchNorm, ``(None, per_process_batch)`` for plain per-process BatchNorm (no size was asked for).
+
+    ``SplitBatchNorm2d`` groups of ``g`` images become the whole per-process batch when a process gets fewer
+    than ``g`` images; SyncBatchNorm's group is every process's batch of one micro-step (the global batch
+    divided by the gradient accumulation).
+    """
+    if not any(isinstance(m, _BatchNorm) for m in module.modules()):
+        return None, None
+    split = [m.group_size for m in module.modules() if isinstance(m, SplitBatchNorm2d)]
+    if split:
+        return max(split), min(max(split), per_process_batch)
+    if sync_bn:
+        return global_batch, per_process_batch * num_processes
+    return None, per_process_batch
+
+
+def check_bn_group_size(module: nn.Module, *, per_process_batch: int, num_processes: int, global_batch: int,
+                        sync_bn: bool, strict: bool, recipe_name: str) -> tuple[int | None, str | None]:
+    """The effective group size and, when it is smaller than the recipe's, a one-line warning; with ``strict``
+    (the recipe's ``strict_bn_groups``) a :class:`BatchNormGroupError` instead."""
+    wanted, effective = effective_bn_group_size(module, per_process_batch=per_process_batch,
+                                                num_processes=num_processes, global_batch=global_batch,
+                                                sync_bn=sync_bn)
+    if wanted is None or effective is None or effective >= wanted:
+        return effective, None
+    split = any(isinstance(m, SplitBatchNorm2d) for m in module.modules())
+    what = f"bn_group_size {wanted}" if split else "SyncBatchNorm over the global batch"
+    fix = "use fewer processes, a larger --batch-size or a smaller --grad-accum" if split else "use --grad-accum 1"
+    note = (f"{recipe_name}: {what}, but a step gives each of {num_processes} process(es) {per_process_batch} "
+            f"images, so BatchNorm groups become {effective} images instead of {wanted}")
+    if strict:
+        raise BatchNormGroupError(f"{note} (the recipe sets strict_bn_groups); {fix}, or --set strict_bn_groups=False.")
+    return effective, f"{note}; {fix} to keep the recipe's groups (config.json records bn_group_size {effective})."
+
+
 __all__ = ["SplitBatchNorm2d", "convert_split_batchnorm", "CpuSyncBatchNorm", "convert_sync_batchnorm",
-           "batchnorm_groups"]
+           "batchnorm_groups", "BatchNormGroupError", "effective_bn_group_size", "check_bn_group_size"]

@@ -2,8 +2,9 @@
 
 Paper, Appendix B.2: before encoder training the decoder is trained on the target data with the
 encoder's parameters fixed, MSE reconstruction loss, Adam, batch 128, 200 epochs, images only
-resized. This module contributes only a tiny ``SSLMethod`` (frozen encoder + decoder, one "plain"
-view) and the recipe changes (Adam, constant lr); the one training loop ``ssl_zoo.train.train``
+resized. This module contributes the recipe changes (Adam, constant lr) and runs the tiny ``SSLMethod``
+``ssl_zoo.methods.decoder.DecoderPretraining`` (frozen encoder + decoder, one "plain" view; its
+docstring says how the frozen encoder's BatchNorm behaves); the one training loop ``ssl_zoo.train.train``
 does the rest (checkpoints, ``--resume``, multi-process). At the end the decoder is exported as
 ``OUTPUT/decoder.safetensors``, which a synth run loads with ``--set decoder_weights=...``.
 
@@ -20,46 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
-from .methods.base import SSLMethod
-from .methods.synth import DEFAULT_DECODER_CHANNELS, FeatureDecoder
+# The decoder and the stage's method live below both this command and the synth add-on (one-way imports).
+from .methods.decoder import DecoderPretraining
 from .recipe import Recipe
 
 DECODER_FILE = "decoder.safetensors"
 STAGE_DIR = "decoder_pretrain"  # inside a synth run folder
 DEFAULT_EPOCHS = 200  # paper
 ADAM_LR = 1e-3  # the paper's value is not legible; Adam's usual default
-
-
-class DecoderPretraining(SSLMethod):
-    """L = MSE(D(f(x)), x) on the plain view, f frozen (no grad, BatchNorm kept in eval mode)."""
-
-    view_names = ("plain",)
-
-    def __init__(self, encoder: nn.Module, *, image_size: int,
-                 decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS) -> None:
-        super().__init__(encoder)
-        for p in self.encoder.parameters():
-            p.requires_grad_(False)
-        self.decoder = FeatureDecoder(self.num_features, image_size, decoder_channels)
-
-    def train(self, mode: bool = True) -> DecoderPretraining:
-        super().train(mode)
-        self.encoder.eval()  # frozen means frozen: no BatchNorm running-statistics updates either
-        return self
-
-    def forward(self, views: Sequence[Tensor]) -> dict[str, Tensor]:
-        self.check_views(views)
-        (x,) = views
-        with torch.no_grad():
-            h = self.encoder(x)
-        loss = F.mse_loss(self.decoder(h).float(), x.float())
-        return {"loss": loss, "loss_rec": loss.detach()}
-
-    def parameter_groups(self) -> list[dict]:
-        return [{"name": "decoder", "params": list(self.decoder.parameters()), "fix_lr": False}]
 
 
 def pretraining_overrides(recipe: Recipe, epochs: int | None = None, lr: float = ADAM_LR) -> dict[str, Any]:
@@ -75,12 +46,18 @@ def pretraining_overrides(recipe: Recipe, epochs: int | None = None, lr: float =
 
 
 def build_pretraining_method(recipe: Recipe) -> DecoderPretraining:
-    """The recipe's encoder (with its ``backbone.init``) frozen, and a fresh decoder shaped like synth's."""
+    """The recipe's encoder (with its ``backbone.init``) frozen, in the BatchNorm groups of the synth run's base,
+    and a fresh decoder shaped like synth's."""
     from .factory import create_backbone
     from .methods import method_parameters
 
-    channels = recipe.method_args.get("decoder_channels", method_parameters("synth")["decoder_channels"])
-    return DecoderPretraining(create_backbone(recipe), image_size=recipe.image_size, decoder_channels=channels)
+    args = recipe.method_args
+    channels = args.get("decoder_channels", method_parameters("synth")["decoder_channels"])
+    base = str(args.get("base", method_parameters("synth")["base"]))
+    # The base's own default when the recipe leaves it out (MoCo v2 / LeOCLR: 32; SimSiam has no such argument).
+    base_args = {**method_parameters(base), **dict(args.get("base_args") or {})}
+    return DecoderPretraining(create_backbone(recipe), image_size=recipe.image_size, decoder_channels=channels,
+                              bn_group_size=base_args.get("bn_group_size"))
 
 
 def save_decoder(decoder: nn.Module, path: str | Path) -> Path:

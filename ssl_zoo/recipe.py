@@ -83,6 +83,9 @@ class AugmentCfg:
     # Evaluation view: Resize(image_size / eval_crop_pct) + CenterCrop(image_size). 0.875 is the
     # ImageNet protocol (256 -> 224); 1.0 evaluates the whole image (the CIFAR protocol).
     eval_crop_pct: float = 0.875
+    # Resampling of the evaluation view (and the exported pretrained_cfg's "interpolation", which timm's eval
+    # transform reads); None: ``interpolation``. LeOCLR's centre-crop test resizes with bicubic (its Sec. 5).
+    eval_interpolation: str | None = None
     # Which of the augmentations above the training views apply (LeOCLR Fig. 4 removes them one by one):
     # one of AUGMENT_PRESETS. "full" is the recipe's augmentation as written above.
     augment_preset: str = "full"
@@ -98,6 +101,8 @@ class AugmentCfg:
             value = getattr(self, name)
             _require(0 <= value <= 1, f"{name} is a probability in [0, 1], got {value!r}")
         _require(0 < self.eval_crop_pct <= 1, f"eval_crop_pct must be in (0, 1], got {self.eval_crop_pct!r}")
+        _require(self.eval_interpolation in (None, "bilinear", "bicubic", "nearest"),
+                 f"eval_interpolation must be None, 'bilinear', 'bicubic' or 'nearest': {self.eval_interpolation!r}")
 
 
 @dataclass(frozen=True)
@@ -124,6 +129,9 @@ class TrainCfg:
     decay_norm_and_bias: bool = True
     # One BatchNorm group over every process (official SimSiam converts its model to SyncBatchNorm).
     sync_bn: bool = False
+    # A process batch smaller than the BatchNorm group (bn_group_size, or SyncBN's global batch) shrinks the
+    # groups: False warns once and records the effective size in config.json, True refuses to run.
+    strict_bn_groups: bool = False
 
     def __post_init__(self) -> None:
         _require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs!r} (0 would export an untrained encoder)")
@@ -278,7 +286,7 @@ class Recipe:
             "file": self.weights.file,
             "url": self.weights.url,
             "input_size": (3, size, size),
-            "interpolation": self.augment.interpolation,
+            "interpolation": self.augment.eval_interpolation or self.augment.interpolation,
             "crop_pct": self.augment.eval_crop_pct,
             "mean": tuple(self.augment.mean),
             "std": tuple(self.augment.std),

@@ -170,6 +170,20 @@ def _run_warnings(recipe: Recipe, method: SSLMethod, num_images: int, steps_per_
     return notes
 
 
+def _bn_group_size(recipe: Recipe, method: SSLMethod, per_process_batch: int, accelerator: Any) -> int | None:
+    """Images per BatchNorm group in this run (recorded in config.json); warns once when a process's batch is
+    smaller than the recipe's group, or refuses when the recipe sets ``strict_bn_groups``."""
+    from .batchnorm import check_bn_group_size
+
+    size, note = check_bn_group_size(
+        method, per_process_batch=per_process_batch, num_processes=accelerator.num_processes,
+        global_batch=recipe.train.batch_size, sync_bn=recipe.train.sync_bn, strict=recipe.train.strict_bn_groups,
+        recipe_name=recipe.name)
+    if note:
+        accelerator.print(f"warning: {note}")
+    return size
+
+
 def _length_given(epochs: int | None, overrides: Mapping[str, Any] | None) -> bool:
     """Whether the caller chose the number of epochs (``--epochs`` or ``--set epochs=N``)."""
     kw = dict(overrides or {})
@@ -500,7 +514,7 @@ def _restore(run: TrainingRun, resume_state: dict[str, Any] | None) -> RunState:
     old, run_info = resume_state["run"], run.run_info
     # the data (folder, images, fingerprint) was checked by _read_resume_state, with --allow-changed
     changed = {k: (old.get(k), v) for k, v in run_info.items()
-               if old.get(k) != v and k not in ("total_steps", "data", "num_images", "data_fingerprint")}
+               if old.get(k) != v and k not in ("total_steps", "data", "num_images", "data_fingerprint", "bn_group_size")}
     if changed:
         raise ValueError(f"Cannot resume: the run geometry changed {changed} (old, new). Use the same global batch "
                          f"size, number of processes and --grad-accum as the first run.")
@@ -542,6 +556,7 @@ def _assemble_run(recipe: Recipe, method: SSLMethod | None, train_set: Dataset, 
             from .device_augment import DeviceViewFinisher
             view_finisher = DeviceViewFinisher(method.view_names, recipe.augment).to(accelerator.device)
     sampler, steps_per_epoch = _build_sampler(train_set, per_process_batch, opts, accelerator)
+    bn_group_size = _bn_group_size(recipe, method, per_process_batch, accelerator)
     online_sets = online_knn_datasets(recipe, opts.data) if opts.knn_every else None
     for note in _run_warnings(recipe, method, _num_images(train_set), steps_per_epoch, accelerator):
         accelerator.print(f"warning: {note}")
@@ -561,7 +576,7 @@ def _assemble_run(recipe: Recipe, method: SSLMethod | None, train_set: Dataset, 
         method.compile(backend="inductor" if opts.compile is True else opts.compile)
     model, optimizer = accelerator.prepare(method, optimizer)
     run_info = {"global_batch": global_batch, "per_process_batch": per_process_batch, "num_processes": world,
-                "grad_accum": grad_accum, "lr": lr_value,
+                "grad_accum": grad_accum, "lr": lr_value, "bn_group_size": bn_group_size,
                 "total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                 # the data a run trains on is part of the run: resuming on other images is refused
                 "data": str(Path(opts.data).resolve()) if opts.data is not None else None,

@@ -5,7 +5,8 @@
                colour / grayscale / blur / flip augmentations.
 ``"plain"``    the image only resized (synth's reconstruction target).
 ``"eval"``     Resize(size / crop_pct) + CenterCrop(size), the evaluation transform; crop_pct is the
-               recipe's ``eval_crop_pct`` (1.0 for the CIFAR protocol: the whole 32x32 image).
+               recipe's ``eval_crop_pct`` (1.0 for the CIFAR protocol and every 32-px recipe: the whole
+               image), resampled with ``eval_interpolation`` (LeOCLR ImageNet: bicubic) or ``interpolation``.
 
 For a given encoder (``ssl-zoo eval``): :func:`eval_transform` and :func:`linear_train_transform` take the
 size, mean/std, interpolation and crop_pct from its timm ``pretrained_cfg`` (:func:`augment_cfg_for`).
@@ -80,6 +81,7 @@ def build_view_transform(view: str, cfg: AugmentCfg, crop_pct: float | None = No
     elif view == "plain":
         ops = [v2.ToImage(), v2.Resize((size, size), interpolation=interp, antialias=True)]
     elif view == "eval":
+        interp = _interpolation(cfg.eval_interpolation or cfg.interpolation)
         ops = [v2.ToImage(), v2.Resize(int(round(size / crop_pct)), interpolation=interp, antialias=True),
                v2.CenterCrop(size)]
     else:

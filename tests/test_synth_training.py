@@ -52,12 +52,15 @@ def test_pretrain_stage_is_frozen_encoder_adam_and_resumable(tmp_path):
 def test_pretraining_method_trains_only_the_decoder():
     m = DecoderPretraining(create_backbone(get_recipe("moco_v2_synth_r18_digits").with_overrides(arch="test_resnet")),
                            image_size=32, decoder_channels=(8, 8, 8, 8, 8)).train()
-    assert not m.encoder.training and m.view_names == ("plain",)
+    # training-mode BatchNorm on batch statistics, running statistics frozen (methods/decoder.py; B.2)
+    assert m.encoder.training and m.view_names == ("plain",)
+    before = {k: v.clone() for k, v in m.encoder.state_dict().items()}
     groups = m.parameter_groups()
     assert [g["name"] for g in groups] == ["decoder"]
     assert {id(p) for p in groups[0]["params"]} == {id(p) for p in m.decoder.parameters()}
     m([torch.randn(4, 3, 32, 32)])["loss"].backward()
     assert all(p.grad is None for p in m.encoder.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in m.encoder.state_dict().items())
     with pytest.raises(ValueError, match="synth recipe"):
         pretraining_overrides(get_recipe("moco_v2_r18_digits"))
 

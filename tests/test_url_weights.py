@@ -93,7 +93,7 @@ def test_first_load_downloads_converts_and_loads_then_never_touches_the_network(
     assert torch.equal(features(timm_model), features(up))
     data_cfg = data_config(timm_model)
     assert data_cfg == {"input_size": (3, 32, 32), "interpolation": "bilinear", "mean": (0.5, 0.5, 0.5),
-                        "std": (0.5, 0.5, 0.5), "crop_pct": 0.875, "crop_mode": "center"}
+                        "std": (0.5, 0.5, 0.5), "crop_pct": 1.0, "crop_mode": "center"}  # 32 px: the whole image
     assert tuple(timm_model.pretrained_cfg["pool_size"]) == (1, 1)
 
 
@@ -286,7 +286,7 @@ def test_exported_32px_model_has_a_32px_config_in_timm(tmp_path):
     assert torch.equal(features(model), features(enc))
     assert data_config(model) == {
         "input_size": (3, 32, 32), "interpolation": recipe.augment.interpolation, "mean": recipe.augment.mean,
-        "std": recipe.augment.std, "crop_pct": 0.875, "crop_mode": "center"}
+        "std": recipe.augment.std, "crop_pct": 1.0, "crop_mode": "center"}
     # at timm's default size, timm's own pool size; at 96 px, from the output stride of 32
     assert timm_pretrained_cfg(ssl_zoo.get_recipe("moco_v2_r50_in1k").pretrained_cfg(), "resnet50")["pool_size"] \
         == [7, 7]

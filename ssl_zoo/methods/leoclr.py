@@ -12,8 +12,12 @@ after each step ....... momentum update of (f_k, g_k), m = 0.999 (Eq. 1)
 The two crops are never compared with each other: each is only pulled toward the
 original. Eq. 3 sums over the mini-batch; we average each term over the batch (as MoCo's
 cross-entropy does) and *sum* the two terms, so the loss is twice a MoCo v2 loss in scale.
-The paper does not say which keys enter the queue; this project enqueues both crops' keys
-(``2 x global batch`` per step, all-gathered across processes).
+Which keys enter the queue (``enqueue``): ``"both"`` (default) enqueues both crops' keys, ``2 x global
+batch`` per step (all-gathered across processes), so at the same ``queue_size`` K the queue holds the keys of
+the last K / (2 B) steps; ``"one"`` enqueues the first crop's keys only, B per step, the K / B steps of
+MoCo v2's queue. The paper names no rule; the default follows its text (docs/methods.md, LeOCLR): both crops
+are the keys of the step ("v+ = f_k(x^i) (i = 1, 2)", Sec. 3.1) and MoCo's dictionary, which LeOCLR's Eq. 2
+uses, is the queue of a step's encoded keys.
 
 Momentum copies, the queue, BatchNorm groups (``bn_group_size`` images, query and key encoder)
 and shuffle-BN come from ``moco.MomentumQueueMixin``.
@@ -29,6 +33,9 @@ from ..heads import moco_v2_head
 from .base import SSLMethod
 from .moco import MomentumQueueMixin
 
+# "both": the two crops' keys (2B per step, the default); "one": the first crop's keys (B per step, as MoCo v2).
+ENQUEUE_POLICIES = ("both", "one")
+
 
 class LeOCLR(MomentumQueueMixin, SSLMethod):
     """LeOCLR on MoCo v2: the original image's view is the positive of two crops (module docstring)."""
@@ -37,8 +44,14 @@ class LeOCLR(MomentumQueueMixin, SSLMethod):
 
     def __init__(self, encoder: nn.Module, *, image_size: int = 224, proj_hidden_dim: int | None = None,
                  proj_dim: int = 128, queue_size: int = 65536, temperature: float = 0.2, momentum: float = 0.999,
-                 shuffle_bn: bool = True, bn_group_size: int | None = 32) -> None:
+                 shuffle_bn: bool = True, bn_group_size: int | None = 32, enqueue: str = "both") -> None:
         super().__init__(encoder)
+        if enqueue not in ENQUEUE_POLICIES:
+            from ..errors import UserInputError
+
+            raise UserInputError(f"enqueue must be one of {', '.join(map(repr, ENQUEUE_POLICIES))} (which crops' keys "
+                                 f"enter the queue), got {enqueue!r}.")
+        self.enqueue_policy = enqueue
         self.image_size = image_size
         hidden = proj_hidden_dim or self.num_features  # MoCo v2 head: Linear(dim_mlp, dim_mlp)-ReLU-Linear
         self._init_momentum_queue(moco_v2_head(self.num_features, hidden, proj_dim), proj_dim, queue_size,
@@ -56,7 +69,7 @@ class LeOCLR(MomentumQueueMixin, SSLMethod):
         loss_1 = self.contrastive_loss(u, v1, self.temperature)
         loss_2 = self.contrastive_loss(u, v2, self.temperature)
         loss = loss_1 + loss_2
-        self.enqueue(torch.cat([v1, v2]))
+        self.enqueue(torch.cat([v1, v2]) if self.enqueue_policy == "both" else v1)
         with torch.no_grad():
             u_d = u.detach()
             pos_1, pos_2 = (u_d * v1).sum(1).mean(), (u_d * v2).sum(1).mean()

@@ -12,8 +12,8 @@ An add-on that wraps a base method (MoCo v2, LeOCLR or SimSiam; any registered m
                            v_bar = v / ||v||, mask = v_bar < delta, v_hat = minmax(v_bar),
                            eps_var ~ N(0, (sigma_var (1 - v_hat))^2) on masked dims, 0 elsewhere
 4. synthesized pair ...... h_tilde = h + eps_gc + eps_var, x_hat = D(h), x_tilde = D(h_tilde) (both
-                           detached), L_pair = NT-Xent over the 2B generated images encoded by the
-                           online encoder + head
+                           detached), L_pair = NT-Xent over the 2B generated images of the GLOBAL
+                           batch (all processes) encoded by the online encoder + head
 5. total ................. L = L_base + alpha L_rec + beta L_pair
 
 Choices the paper leaves open (documented in docs/synth.md):
@@ -28,6 +28,9 @@ Choices the paper leaves open (documented in docs/synth.md):
   MoCo it is computed before the base forward, so it sees the same queue as the base loss, and the
   base's forward reuses the same momentum key (one key-encoder pass, not two).
 - The "random" ablation adds isotropic N(0, sigma_gc^2) noise to every dimension.
+- L_pair's negatives are the generated images of the whole global batch: the projections are
+  all-gathered with their graph (``all_gather_with_grad``, as SimCLR's NT-Xent here), so N processes
+  x B images train as one process x N B (2 N B - 2 negatives per sample, not 2 B - 2).
 """
 from __future__ import annotations
 
@@ -40,80 +43,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import all_gather_with_grad
 from ..losses import nt_xent
 from . import get_method_class
 from .base import SSLMethod, SynthBase
+from .decoder import DEFAULT_DECODER_CHANNELS, FeatureDecoder, load_decoder_weights_
 from .moco import fifo_write_
 
 if TYPE_CHECKING:
     from ..recipe import Recipe
 
 VARIANTS = ("full", "gradcam", "lowvar", "random")
-DEFAULT_DECODER_CHANNELS = (512, 256, 128, 64, 32)
-
-
-# -- decoder D ------------------------------------------------------------------------------
-
-class FeatureDecoder(nn.Module):
-    """Pooled feature vector (B, d) -> image (B, 3, s, s) in the normalised image space.
-
-    A linear layer to a ``channels[0] x s0 x s0`` map (s0 = s / 2^len(channels), at least 1),
-    then one stage per entry of ``channels`` (nearest 2x upsampling, 3x3 conv, GroupNorm, ReLU),
-    mirroring the five stride-2 stages of a ResNet, and a 3x3 conv to RGB. When s0 * 2^stages
-    differs from ``image_size`` (sizes that are not multiples of 32) the output is resized.
-    """
-
-    def __init__(self, in_dim: int, image_size: int, channels: Sequence[int] = DEFAULT_DECODER_CHANNELS,
-                 out_channels: int = 3) -> None:
-        super().__init__()
-        channels = tuple(int(c) for c in channels)
-        if not channels or any(c < 1 for c in channels):
-            raise ValueError(f"decoder_channels must be a non-empty list of positive ints, got {channels!r}.")
-        if image_size < 8:
-            raise ValueError(f"FeatureDecoder needs image_size >= 8, got {image_size}.")
-        self.image_size = int(image_size)
-        self.start_size = max(1, round(image_size / 2 ** len(channels)))
-        self.fc = nn.Linear(in_dim, channels[0] * self.start_size ** 2)
-        stages = []
-        for c_in, c_out in zip((channels[0],) + channels[:-1], channels):
-            stages += [nn.Upsample(scale_factor=2, mode="nearest"),
-                       nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-                       nn.GroupNorm(_groups(c_out), c_out), nn.ReLU(inplace=True)]
-        self.stages = nn.Sequential(*stages)
-        self.to_image = nn.Conv2d(channels[-1], out_channels, 3, padding=1)
-
-    def forward(self, h: Tensor) -> Tensor:
-        x = F.relu(self.fc(h)).view(h.shape[0], -1, self.start_size, self.start_size)
-        x = self.to_image(self.stages(x))
-        if x.shape[-1] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
-        return x
-
-
-def _groups(channels: int) -> int:
-    """The largest of 32, 16, 8, 4, 2, 1 dividing ``channels`` (GroupNorm needs a divisor)."""
-    return next(g for g in (32, 16, 8, 4, 2, 1) if channels % g == 0)
-
-
-def load_decoder_weights_(decoder: nn.Module, path: str | Path) -> None:
-    """Load a decoder exported by ``ssl-zoo pretrain-decoder`` (``decoder.safetensors``)."""
-    from ..errors import UserInputError
-    from ..weights import read_state_dict  # the one reader: safetensors, or a weights_only pickle
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "decoder.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError(f"Decoder weights {str(path)!r} do not exist. Run `ssl-zoo pretrain-decoder RECIPE "
-                                f"--output DIR` first and pass decoder_weights='DIR/decoder.safetensors'.")
-    state = read_state_dict(path)
-    own = decoder.state_dict()
-    bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
-    if bad or set(state) - set(own):
-        raise UserInputError(f"Decoder weights {str(path)!r} do not fit this decoder (mismatched keys/shapes: "
-                         f"{(bad + sorted(set(state) - set(own)))[:5]}). Pre-train the decoder with the same recipe "
-                         f"(feature size, image_size and decoder_channels).")
-    decoder.load_state_dict(state)
 
 
 # -- the pure pieces of steps 2-4 (tested one by one) ------------------------------------------
@@ -304,7 +244,9 @@ class SynthPairs(SSLMethod):
             x_tilde = self.decoder(h_tilde.to(x_rec.dtype))
         z = self.pair_head(self.encoder(torch.cat([x_hat, x_tilde])))
         z_hat, z_tilde = z.float().chunk(2)
-        loss_pair = nt_xent(z_hat, z_tilde, self.nt_xent_temperature)
+        # The global batch's pairs (every process computes the same loss; all_gather's backward sums the
+        # processes' identical gradients and DDP's average divides them again: the one-process gradient).
+        loss_pair = nt_xent(all_gather_with_grad(z_hat), all_gather_with_grad(z_tilde), self.nt_xent_temperature)
         with torch.no_grad():
             total_std = (std_gc ** 2 + std_var ** 2).sqrt().mean()
         return {"loss_base": base_out["loss"], "loss_rec": loss_rec, "loss_pair": loss_pair,

@@ -52,7 +52,9 @@ for name, epochs, desc in [("leoclr_r50_in1k", 200, "200 epochs (paper Tab. 6: 7
                            ("leoclr_r50_in1k_800ep", 800, "800 epochs (paper Tab. 1: 76.2%)")]:
     register_recipe(Recipe(
         name=name, method="leoclr", method_args=LEOCLR_ARGS, backbone=R50,
-        augment=AugmentCfg(image_size=224), dataset="imagenet1k",
+        # Sec. 5 (Tab. 6): the centre-crop test resizes "to 256 pixels along the shorter side using bicubic
+        # resampling"; training views keep MoCo v2's bilinear RandomResizedCrop.
+        augment=AugmentCfg(image_size=224, eval_interpolation="bicubic"), dataset="imagenet1k",
         train=TrainCfg(epochs=epochs, batch_size=256, base_lr=0.03, weight_decay=1e-4, sgd_momentum=0.9,
                        num_workers=8),
         weights=WeightsCfg(paper=LEOCLR_PAPER, license="apache-2.0"),

@@ -63,10 +63,11 @@ register_recipe(Recipe(
 ))
 
 # Digits demo: the same budget (epochs, batch, backbone, augmentation) as moco_v2_r18_digits,
-# only the learning rate on SimSiam's 0.05 x batch/256 scale.
+# only the learning rate on SimSiam's 0.05 x batch/256 scale. SyncBatchNorm as every SimSiam recipe
+# (main_simsiam.py converts the model; in one process it is plain BatchNorm, so one-process runs are unchanged).
 register_recipe(Recipe(
     name="simsiam_r18_digits", method="simsiam", method_args=SIMSIAM_ARGS, backbone=R18_ZI,
-    augment=DIGITS_AUGMENT, dataset="digits", train=dataclasses.replace(DIGITS_TRAIN, base_lr=0.05),
+    augment=DIGITS_AUGMENT, dataset="digits", train=dataclasses.replace(DIGITS_TRAIN, base_lr=0.05, sync_bn=True),
     weights=WeightsCfg(paper=SIMSIAM_PAPER, license="apache-2.0"),
     description="SimSiam demo on the embedded scikit-learn digits (32 px, CPU-friendly).",
 ))

@@ -34,8 +34,10 @@ SYNTH_ARGS = dict(variant="full", alpha=0.5, beta=0.5, delta=0.02, sigma_gc=0.5,
 # B.1: lr 0.03 at batch 128 (MoCo v2 settings), SGD momentum 0.9, cosine; wd 1e-4 on every parameter.
 PAPER_TRAIN = TrainCfg(epochs=100, batch_size=128, base_lr=0.03, lr_batch_denom=128, sgd_momentum=0.9,
                        weight_decay=1e-4, schedule="cosine", num_workers=8)
-# B.1: SimSiam settings, initial lr 0.05 at the paper's batch 128; predictor lr constant (fix_pred_lr).
-SIMSIAM_TRAIN = dataclasses.replace(PAPER_TRAIN, base_lr=0.05)
+# B.1: "For SimSiam and our SimSiam based implementation, we use the settings of [6]": initial lr 0.05 at the
+# paper's batch 128, predictor lr constant (fix_pred_lr), and SimSiam's SyncBatchNorm over all processes
+# ([6]'s main_simsiam.py converts the whole model with torch.nn.SyncBatchNorm.convert_sync_batchnorm).
+SIMSIAM_TRAIN = dataclasses.replace(PAPER_TRAIN, base_lr=0.05, sync_bn=True)
 
 # Sec. 4.1.3: linear evaluation with 100/50/20% of the labels, and retrieval; plus k-NN (ours).
 FGVR_EVALUATION = (EvalProtocol("linear", 1.0), EvalProtocol("linear", 0.5), EvalProtocol("linear", 0.2),
