@@ -78,9 +78,10 @@ def recompute_batchnorm_stats(encoder: nn.Module, images: Dataset | DataLoader, 
     """
     loader = images if isinstance(images, DataLoader) else make_loader(
         images, batch_size=batch_size, num_workers=num_workers, shuffle=True, seed=seed)
-    if device is not None:
-        encoder.to(device)
-    torch.optim.swa_utils.update_bn(loader, encoder, device=device)
+    target = torch.device(device) if device is not None else None
+    if target is not None:
+        encoder.to(target)
+    torch.optim.swa_utils.update_bn(loader, encoder, device=target)
     return encoder
 
 
