@@ -95,3 +95,16 @@ def test_untrained_row_is_each_recipes_own_start_with_both_batchnorm_statistics(
     assert simsiam["knn200_top1_init_bn"] == pytest.approx(1.0)  # initial statistics: variance 1
     assert simsiam["knn200_top1"] != pytest.approx(1.0)  # recomputed on the digits training split
     assert "n_train_init_bn" not in simsiam
+
+
+def test_collect_results_copies_the_new_table_verbatim(compare, tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("collect_results", PATH.parent / "collect_results.py")
+    collect = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(collect)
+    untrained = _untrained("simsiam", 1, 0.25, 0.20)
+    table = compare.markdown_table([untrained, compare.add_gains(_row("simsiam", 1, 0.35), untrained)], MACHINE,
+                                   "python benchmarks/compare.py simsiam_r18 --markdown x.md")
+    (tmp_path / "photo_patches_3seeds.md").write_text(table)
+    monkeypatch.setattr(collect, "RESULTS", tmp_path)
+    page = collect.build()
+    assert table.strip() in page and "own untrained" in page
