@@ -56,6 +56,11 @@ def build() -> str:
            "commands now train slightly different runs. Measured or re-measured since: the `photo_patches` and",
            "3-seed digits comparisons, the `ssl-zoo demo` section and the BatchNorm-group, k-NN/retrieval-speed",
            "and CLI start-up sections.",
+           "",
+           "Tables written by `benchmarks/compare.py` since issue 21 compare each method with its own untrained",
+           "encoder (its recipe's init and seed, BatchNorm statistics recomputed on the training images; the",
+           "initial-statistics number in brackets) and give the gain over it; older tables have one `random init`",
+           "row: the first recipe's encoder with initial BatchNorm statistics, which is not every method's start.",
            ""]
     for title, files in SECTIONS:
         out += [f"## {title}", ""]
