@@ -75,6 +75,7 @@ from .optim import (
     scaled_lr,
 )
 from .recipe import Recipe, get_recipe
+from .run_readme import describe_run
 from .runfolder import claim_run_folder, run_scope, trim_log
 from .signals import StopRequest
 
@@ -717,6 +718,7 @@ def _export(run: TrainingRun, state: RunState) -> Path:
         extra = {"train": {**run.run_info, "seed": run.options.seed, "mixed_precision": accelerator.mixed_precision}}
         save_encoder(run.method.encoder, run.out_dir, run.recipe, metrics=metrics, extra=extra)
         run.log(f"Exported the encoder to {run.out_dir / 'model.safetensors'} (+ config.json).")
+        describe_run(run.out_dir, log=run.log)  # curves.png + README.md; never fails the run
     accelerator.wait_for_everyone()
     return run.out_dir / "model.safetensors"
 

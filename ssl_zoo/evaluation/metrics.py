@@ -201,6 +201,34 @@ def retrieval_metrics(features: Tensor, labels: Tensor, chunk_size: int = DEFAUL
     return {"rank1": hits1.item() / n, "rank5": hits5.item() / n, "mAP": ap_sum.item() / int(ap_count)}
 
 
+@torch.no_grad()
+def nearest_neighbors(queries: Tensor, gallery: Tensor, k: int, exclude: Tensor | None = None,
+                      chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[Tensor, Tensor]:
+    """``(indices, similarities)``, both ``(M, k)``: each query's ``k`` most cosine-similar gallery items, best
+    first, ties to the lower gallery index (the order retrieval ranks by). ``exclude[i]`` (a gallery index, or -1
+    for none) is left out of query ``i``'s list: the query itself when it is in the gallery."""
+    if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"queries and gallery must be (M, D) and (N, D), got {tuple(queries.shape)} and "
+                         f"{tuple(gallery.shape)}.")
+    _check_chunk(chunk_size)
+    available = gallery.shape[0] - (1 if exclude is not None else 0)
+    if not 1 <= k <= available:
+        raise ValueError(f"k must be in [1, {available}] (the gallery's other items), got {k}.")
+    device = gallery.device
+    bank = F.normalize(gallery.float(), dim=1)
+    indices, similarities = [], []
+    for start in range(0, queries.shape[0], chunk_size):
+        similarity = F.normalize(queries[start:start + chunk_size].to(device).float(), dim=1) @ bank.T
+        if exclude is not None:
+            own = exclude[start:start + chunk_size].to(device=device, dtype=torch.long)
+            rows = torch.nonzero(own >= 0).flatten()
+            similarity[rows, own[rows]] = float("-inf")  # ranked last, never among the k (k <= N - 1)
+        top = _top_columns(similarity, k)
+        indices.append(top)
+        similarities.append(similarity.gather(1, top))
+    return torch.cat(indices).cpu(), torch.cat(similarities).cpu()
+
+
 def queries_without_positive(labels: Tensor) -> int:
     """How many items are the only member of their class (no relevant item when they query)."""
     counts = torch.bincount(labels.long().cpu())
