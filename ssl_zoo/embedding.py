@@ -67,7 +67,7 @@ def list_images(folder: str | Path) -> tuple[list[str], list[int] | None, list[s
     if class_tree:
         from .data import create_dataset
 
-        dataset = create_dataset("imagefolder", str(root), split="train")
+        dataset: Any = create_dataset("imagefolder", str(root), split="train")  # a FileImageDataset
         paths = [Path(p).relative_to(root).as_posix() for p in dataset.paths]
         return paths, list(dataset.targets), list(dataset.classes)
     found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")

@@ -55,7 +55,7 @@ def thumbnail(path: str | Path, size: int = 128) -> np.ndarray:
     scale = size / max(image.size)
     if scale < 1:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.BILINEAR)
+                             Image.Resampling.BILINEAR)
     return np.asarray(image)
 
 
@@ -84,7 +84,7 @@ def pick_queries(count: int, n: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, n - 1, min(count, n)).round()})
 
 
-def draw_neighbors(queries: Sequence[tuple[str, np.ndarray, str | None]],
+def draw_neighbors(queries: Sequence[tuple[np.ndarray, str, str | None]],
                    neighbours: Sequence[Sequence[tuple[np.ndarray, float, str | None]]], title: str = "") -> Figure:
     """The grid: row i = query i (image, caption, class) then its neighbours (image, similarity, class)."""
     plt = _pyplot()

@@ -110,7 +110,8 @@ def draw_curves(runs: Sequence[RunCurves], output: str | Path, dpi: int = 100) -
     cols = min(len(panels), 3)
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
-    colours = plt.get_cmap("tab10").colors
+    cmap = plt.get_cmap("tab10")
+    colours = [cmap(i) for i in range(cmap.N)]
     styles = ["-", "--", ":", "-."]
     for ax, panel in zip(axes.flat, panels):
         ax.set_title(TITLES[panel], fontsize=10)
