@@ -62,8 +62,14 @@ def embed_cases(args: argparse.Namespace, device: torch.device) -> dict[str, tup
                         batch_size=args.embed_batch, shuffle=False, num_workers=0)
     encoder = timm.create_model(args.embed_arch, num_classes=0).to(device).eval()
     shape = f"{args.embed_arch}, {args.embed_images} images of {args.embed_size} px, batch {args.embed_batch}"
+    from accelerate import Accelerator
+
+    # ssl-zoo embed / eval run under an Accelerator (one process here): its loader wrapper and gather included
+    accelerator = Accelerator(cpu=device.type == "cpu")
     return {"embed timm loop": ("embed", shape, lambda: plain_forward_loop(encoder, loader, device)),
-            "embed extract_features": ("embed", shape, lambda: extract_features(encoder, loader, device=device))}
+            "embed extract_features": ("embed", shape, lambda: extract_features(encoder, loader, device=device)),
+            "embed extract_features (Accelerator)": ("embed", shape, lambda: extract_features(
+                encoder, loader, accelerator=accelerator))}
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:

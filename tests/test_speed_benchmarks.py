@@ -34,7 +34,7 @@ def test_eval_speed_writes_ratios_machine_and_command(tmp_path, monkeypatch, cap
     cases = [r["case"] for r in info["results"]]
     assert cases == ["knn matmul", "knn k=5", "knn k=400", "knn matmul + full sort", "retrieval matmul",
                      "retrieval rank-1/5 + mAP", "retrieval matmul + full sort", "embed timm loop",
-                     "embed extract_features"]
+                     "embed extract_features", "embed extract_features (Accelerator)"]
     for row in info["results"]:
         reference = next(r for r in info["results"] if r["case"] == row["reference"])
         assert reference["group"] == row["group"] and reference["case"].endswith(("matmul", "timm loop"))
