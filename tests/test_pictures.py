@@ -235,3 +235,15 @@ def test_help_of_the_new_commands_imports_nothing_heavy(command: str) -> None:
     done = subprocess.run([sys.executable, "-c", probe, command], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 12])
+def test_top_columns_is_the_stable_sort_prefix_with_ties(k: int) -> None:
+    from ssl_zoo.evaluation.metrics import _top_columns
+
+    g = torch.Generator().manual_seed(k)
+    similarity = torch.randint(-3, 4, (40, 12), generator=g).float() / 4  # ties everywhere, across the k-th too
+    similarity[0] = 0.0
+    similarity[1, ::2] = -0.0  # signed zeros compare equal
+    expected = torch.sort(similarity, dim=1, descending=True, stable=True).indices[:, :k]
+    assert torch.equal(_top_columns(similarity, k), expected)
