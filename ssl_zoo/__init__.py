@@ -24,14 +24,14 @@ register_with_timm()
 __all__ = [
     "__version__", "Recipe", "BackboneCfg", "AugmentCfg", "TrainCfg", "WeightsCfg", "register_recipe",
     "get_recipe", "list_models", "list_pretrained", "create_model", "create_method", "create_backbone",
-    "register_method", "create_dataset", "push_to_hub",
+    "register_method", "create_dataset", "push_to_hub", "embed",
 ]
 
 # Names that need torch / timm load on first use: `import ssl_zoo`, `ssl-zoo --help` and `ssl-zoo list`
 # only need the recipes (plain dataclasses), and importing torch + timm alone takes seconds.
 _LAZY = {
     "create_model": "factory", "create_method": "factory", "create_backbone": "factory",
-    "register_method": "methods", "create_dataset": "data", "push_to_hub": "hub",
+    "register_method": "methods", "create_dataset": "data", "push_to_hub": "hub", "embed": "embedding",
 }
 
 

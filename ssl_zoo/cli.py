@@ -30,6 +30,14 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
              "publish a run or model folder to the Hugging Face Hub"),
     "convert": ("ssl_zoo.convert", "configure_parser", "run_cli",
                 "import an upstream checkpoint (MoCo, SimSiam, lightly, solo-learn, timm)"),
+    "embed": ("ssl_zoo.embedding", "configure_parser", "run_cli",
+              "write one embedding per image of a folder (.safetensors / .npy) and a table of paths and labels"),
+    "plot": ("ssl_zoo.plots", "configure_parser", "run_cli",
+             "draw a run's training curves (loss, lr, k-NN, collapse) or overlay several runs"),
+    "neighbors": ("ssl_zoo.pictures", "configure_neighbors_parser", "run_neighbors",
+                  "a picture of query images and their nearest neighbours in a folder"),
+    "map": ("ssl_zoo.pictures", "configure_map_parser", "run_map",
+            "a 2-D map (PCA, t-SNE, UMAP) of a folder's embeddings, by class or with thumbnails"),
 }
 
 

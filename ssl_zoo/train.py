@@ -77,6 +77,7 @@ from .optim import (
     scaled_lr,
 )
 from .recipe import Recipe, get_recipe
+from .run_readme import describe_run
 from .runfolder import SKIPPED_NAME, claim_run_folder, run_scope, trim_log
 from .signals import StopRequest
 
@@ -829,6 +830,7 @@ def _export(run: TrainingRun, state: RunState) -> Path:
                  "progress": _progress(run, state)}
         save_encoder(run.method.encoder, run.out_dir, run.recipe, metrics=metrics, extra=extra)
         run.log(f"Exported the encoder to {run.out_dir / 'model.safetensors'} (+ config.json).")
+        describe_run(run.out_dir, log=run.log)  # curves.png + README.md; never fails the run
     accelerator.wait_for_everyone()
     return run.out_dir / "model.safetensors"
 

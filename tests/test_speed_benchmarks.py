@@ -23,6 +23,7 @@ def test_eval_speed_writes_ratios_machine_and_command(tmp_path, monkeypatch, cap
     out, md = tmp_path / "eval_speed.json", tmp_path / "eval_speed.md"
     args = ["--bank", "300", "--queries", "40", "--k", "5", "400", "--retrieval-n", "90", "--dim", "16",
             "--chunk-size", "16", "--repeats", "1", "--sort-baseline", "--device", "cpu", "--threads", "1",
+            "--embed-arch", "test_resnet", "--embed-images", "10", "--embed-size", "16", "--embed-batch", "4",
             "--json", str(out), "--markdown", str(md)]
     threads = torch.get_num_threads()
     try:
@@ -32,9 +33,11 @@ def test_eval_speed_writes_ratios_machine_and_command(tmp_path, monkeypatch, cap
     info = json.loads(out.read_text())
     cases = [r["case"] for r in info["results"]]
     assert cases == ["knn matmul", "knn k=5", "knn k=400", "knn matmul + full sort", "retrieval matmul",
-                     "retrieval rank-1/5 + mAP", "retrieval matmul + full sort"]
+                     "retrieval rank-1/5 + mAP", "retrieval matmul + full sort", "embed timm loop",
+                     "embed extract_features", "embed extract_features (Accelerator)"]
     for row in info["results"]:
-        reference = next(r for r in info["results"] if r["case"] == f"{row['group']} matmul")
+        reference = next(r for r in info["results"] if r["case"] == row["reference"])
+        assert reference["group"] == row["group"] and reference["case"].endswith(("matmul", "timm loop"))
         assert row["ratio_to_matmul"] == pytest.approx(row["median_s"] / reference["median_s"], rel=0.01)
         assert row["cpu_ratio_to_matmul"] == pytest.approx(row["cpu_median_s"] / reference["cpu_median_s"], rel=0.01)
     assert info["device"] == "cpu" and info["threads"] == 1

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from ..report import append_markdown_row, build_result, markdown_header, markdown_row, write_json
+from ..run_readme import update_run_readme
 
 # The encoder transforms (ssl_zoo.transforms: eval_transform, linear_train_transform, augment_cfg_for) are imported
 # where used: importing torchvision here changed how the 2-process test's workers exit (its rendezvous file vanished).
@@ -154,6 +155,7 @@ def run_cli(args: argparse.Namespace) -> int:
         if args.output:
             write_json(Path(args.output), result)
             print(f"wrote {args.output}")
+        update_run_readme(args.model, result)  # a training run folder's README gets the row (else nothing)
         if args.markdown:
             append_markdown_row(Path(args.markdown), row, header=markdown_header())
     accelerator.wait_for_everyone()

@@ -64,14 +64,14 @@ def _as_features(output: Any) -> Tensor:
 @torch.no_grad()
 def extract_features(encoder: nn.Module | Callable[[Tensor], Tensor], dataset_or_loader: Dataset | DataLoader,
                      batch_size: int = 256, num_workers: int = 0, accelerator: Accelerator | None = None,
-                     device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+                     device: torch.device | str | None = None, progress: str | None = None) -> tuple[Tensor, Tensor]:
     """Run ``encoder`` over a dataset in eval mode under ``no_grad``.
 
     Returns ``(features, labels)``: float32 ``(N, D)`` and int64 ``(N,)`` CPU tensors in
     dataset order. With a multi-process ``accelerator`` each process encodes a shard
     and all processes receive the full, de-duplicated result. The encoder is moved to
     ``accelerator.device`` (or ``device``; default: where its parameters are) and its
-    train/eval mode is restored afterwards.
+    train/eval mode is restored afterwards. ``progress``: a tqdm bar with this description (main process only).
     """
     loader = make_loader(dataset_or_loader, batch_size=batch_size, num_workers=num_workers)
     if accelerator is not None:
@@ -87,8 +87,13 @@ def extract_features(encoder: nn.Module | Callable[[Tensor], Tensor], dataset_or
     if isinstance(encoder, nn.Module):
         encoder.eval()
     features, labels = [], []
+    batches: Any = loader
+    if progress is not None and (accelerator is None or accelerator.is_main_process):
+        from tqdm.auto import tqdm
+
+        batches = tqdm(loader, desc=progress, unit="batch", dynamic_ncols=True)
     try:
-        for batch in loader:
+        for batch in batches:
             images, targets = _split_batch(batch)
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             if accelerator is not None:

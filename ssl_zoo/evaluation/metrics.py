@@ -73,9 +73,27 @@ def _order_keys(similarity: Tensor) -> Tensor:
 
 
 def _top_columns(similarity: Tensor, k: int) -> Tensor:
-    """The first ``k`` columns of each row's stable descending sort, in that order."""
-    top = torch.topk(_order_keys(similarity), k, dim=1).values  # keys are unique: no tie to break
-    return (similarity.shape[1] - 1) - (top & _LOW_32)
+    """The first ``k`` columns of each row's stable descending sort, in that order.
+
+    A ``topk`` of ``k + 1`` on the similarities themselves, then the stable order among the first ``k`` (value
+    descending, column ascending). That set is the stable sort's unless the (k+1)-th value equals the k-th (ties
+    across the boundary, e.g. duplicate images): those rows alone are redone on order keys. No pass over the block
+    besides the ``topk`` itself (the order keys took several).
+    """
+    if similarity.dtype in (torch.float16, torch.bfloat16):
+        similarity = similarity.float()
+    n = similarity.shape[1]
+    values, columns = torch.topk(similarity, min(k + 1, n), dim=1)
+    crossing = values[:, k] == values[:, k - 1] if k < n else torch.zeros_like(values[:, 0], dtype=torch.bool)
+    values, columns = values[:, :k], columns[:, :k]
+    columns, by_column = columns.sort(dim=1)
+    order = values.gather(1, by_column).argsort(dim=1, descending=True, stable=True)
+    columns = columns.gather(1, order)
+    if bool(crossing.any()):
+        rows = crossing.nonzero().flatten()
+        keys = torch.topk(_order_keys(similarity[rows]), k, dim=1).values  # keys are unique: no tie to break
+        columns[rows] = (n - 1) - (keys & _LOW_32)
+    return columns
 
 
 @torch.no_grad()
@@ -199,6 +217,34 @@ def retrieval_metrics(features: Tensor, labels: Tensor, chunk_size: int = DEFAUL
         raise ValueError("no query has another item of its class, so retrieval is undefined; "
                          "retrieval needs at least one class with two or more images.")
     return {"rank1": hits1.item() / n, "rank5": hits5.item() / n, "mAP": ap_sum.item() / int(ap_count)}
+
+
+@torch.no_grad()
+def nearest_neighbors(queries: Tensor, gallery: Tensor, k: int, exclude: Tensor | None = None,
+                      chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[Tensor, Tensor]:
+    """``(indices, similarities)``, both ``(M, k)``: each query's ``k`` most cosine-similar gallery items, best
+    first, ties to the lower gallery index (the order retrieval ranks by). ``exclude[i]`` (a gallery index, or -1
+    for none) is left out of query ``i``'s list: the query itself when it is in the gallery."""
+    if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"queries and gallery must be (M, D) and (N, D), got {tuple(queries.shape)} and "
+                         f"{tuple(gallery.shape)}.")
+    _check_chunk(chunk_size)
+    available = gallery.shape[0] - (1 if exclude is not None else 0)
+    if not 1 <= k <= available:
+        raise ValueError(f"k must be in [1, {available}] (the gallery's other items), got {k}.")
+    device = gallery.device
+    bank = F.normalize(gallery.float(), dim=1)
+    indices, similarities = [], []
+    for start in range(0, queries.shape[0], chunk_size):
+        similarity = F.normalize(queries[start:start + chunk_size].to(device).float(), dim=1) @ bank.T
+        if exclude is not None:
+            own = exclude[start:start + chunk_size].to(device=device, dtype=torch.long)
+            rows = torch.nonzero(own >= 0).flatten()
+            similarity[rows, own[rows]] = float("-inf")  # ranked last, never among the k (k <= N - 1)
+        top = _top_columns(similarity, k)
+        indices.append(top)
+        similarities.append(similarity.gather(1, top))
+    return torch.cat(indices).cpu(), torch.cat(similarities).cpu()
 
 
 def queries_without_positive(labels: Tensor) -> int:
