@@ -515,7 +515,8 @@ def _restore(run: TrainingRun, resume_state: dict[str, Any] | None) -> RunState:
     old, run_info = resume_state["run"], run.run_info
     # the data (folder, images, fingerprint) was checked by _read_resume_state, with --allow-changed
     changed = {k: (old.get(k), v) for k, v in run_info.items()
-               if old.get(k) != v and k not in ("total_steps", "data", "num_images", "data_fingerprint", "bn_group_size")}
+               if old.get(k) != v
+               and k not in ("total_steps", "data", "num_images", "data_fingerprint", "bn_group_size")}
     if changed:
         raise ValueError(f"Cannot resume: the run geometry changed {changed} (old, new). Use the same global batch "
                          f"size, number of processes and --grad-accum as the first run.")
