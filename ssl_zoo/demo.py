@@ -11,9 +11,10 @@ import argparse
 import copy
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+if TYPE_CHECKING:  # `ssl-zoo demo --help` must not wait for torch
+    from torch import nn
 
 DEMO_RECIPE = "moco_v2_r18_digits"
 KS = (20, 200)
