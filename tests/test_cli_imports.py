@@ -85,7 +85,9 @@ def _parser(*command: str) -> argparse.ArgumentParser:
 
 
 def _options(*command: str) -> set[str]:
-    return {flag for action in _parser(*command)._actions for flag in action.option_strings}
+    """The options ``ssl-zoo COMMAND... --help`` shows."""
+    return {flag for action in _parser(*command)._actions for flag in action.option_strings
+            if action.help is not argparse.SUPPRESS}
 
 
 def test_eval_protocol_help_lists_only_that_protocols_options():

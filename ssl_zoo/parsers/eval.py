@@ -39,9 +39,13 @@ class _Options:
         self.parser, self.protocol = parser, protocol
         self.defaults: dict[str, Any] = {}
 
-    def add(self, group: Any, *flags: str, only: Collection[str] = ALL, **kwargs: Any) -> None:
-        if self.protocol in only:
-            group.add_argument(*flags, **kwargs)
+    def add(self, group: Any, *flags: str, only: Collection[str] = ALL, refused: Collection[str] = (),
+            **kwargs: Any) -> None:
+        """``refused``: protocols that accept the option without showing it, so that their check can say
+        why it does not apply (``transfer --lr``: the grid chooses the lr) instead of argparse's bare refusal."""
+        if self.protocol in only or self.protocol in refused:
+            group.add_argument(*flags, **{**kwargs, "help": argparse.SUPPRESS} if self.protocol in refused
+                               else kwargs)
             return
         dest = kwargs.get("dest") or flags[0].lstrip("-").replace("-", "_")
         action = kwargs.get("action")
@@ -90,11 +94,12 @@ def configure_protocol_parser(parser: argparse.ArgumentParser, protocol: str) ->
     o.add(lin, "--epochs", type=int, default=None, only=CLASSIFIERS,
           help={"linear": "default 100", "crop-robustness": "linear probe epochs (default 100)",
                 "finetune": "default 60 for <= 1%% labels, else 30", "transfer": "default 30"}.get(protocol))
-    o.add(lin, "--lr", type=float, default=None, only=LINEAR_LIKE | {"finetune"},
+    o.add(lin, "--lr", type=float, default=None, only=LINEAR_LIKE | {"finetune"}, refused={"transfer"},
           help="finetune: default --base-lr x batch / 256" if protocol == "finetune"
           else "default 30 (the MoCo protocol)")
     o.add(lin, "--momentum", type=float, default=0.9, only=CLASSIFIERS)
-    o.add(lin, "--weight-decay", type=float, default=None, only=LINEAR_LIKE | {"finetune"}, help="default 0")
+    o.add(lin, "--weight-decay", type=float, default=None, only=LINEAR_LIKE | {"finetune"}, refused={"transfer"},
+          help="default 0")
     o.add(lin, "--milestones", type=int, nargs="*", default=[60, 80], only=LINEAR_LIKE,
           help="epochs where lr is x0.1")
     o.add(lin, "--label-fraction", type=float, default=1.0, only=LINEAR_LIKE | {"finetune"},
