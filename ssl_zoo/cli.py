@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -109,14 +110,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import SslZooError, report_user_error
 
     try:
-        args = build_parser(argv).parse_args(argv)
-        module, _, runner, _ = COMMANDS[args.command]
-        return int(lookup(module, runner)(args) or 0)
+        try:
+            args = build_parser(argv).parse_args(argv)
+            module, _, runner, _ = COMMANDS[args.command]
+            return int(lookup(module, runner)(args) or 0)
+        finally:  # also after --help's SystemExit: a reader that has gone is caught below, not at exit
+            sys.stdout.flush()
     except SslZooError as exc:  # the one place user errors become a line and an exit code
         return report_user_error(exc)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return stdout_closed()
+
+
+def stdout_closed() -> int:
+    """The reader of our stdout has gone (`ssl-zoo list | head -1`): stop quietly, as a Unix tool does.
+
+    Python's recipe (docs of the signal module): point stdout at /dev/null so the flush at exit cannot fail
+    again. The exit code is 141 = 128 + SIGPIPE, what a tool killed by SIGPIPE reports (`yes | head -1`): the
+    output was cut short, and `set -o pipefail` scripts see the same status they already handle for other tools.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout replaced by an object without a file descriptor
+        pass
+    return 141
 
 
 if __name__ == "__main__":

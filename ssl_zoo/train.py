@@ -75,7 +75,7 @@ from .optim import (
     scaled_lr,
 )
 from .parsers.train import configure_parser
-from .recipe import Recipe, get_recipe
+from .recipe import Recipe, get_recipe, section_override_error
 from .runfolder import claim_run_folder, run_scope, trim_log
 from .signals import StopRequest
 
@@ -110,7 +110,10 @@ def resolve_recipe(recipe: str | Recipe, *, epochs: int | None = None, batch_siz
     """The recipe with the command-line shortcuts and ``--set`` overrides applied."""
     base = recipe if isinstance(recipe, Recipe) else get_recipe(recipe)
     kw = dict(overrides or {})
-    train_kw = dict(kw.pop("train", {}) or {})
+    train_kw = kw.pop("train", None) or {}
+    if not isinstance(train_kw, Mapping):
+        raise section_override_error("train", train_kw)
+    train_kw = dict(train_kw)
     for key, value in (("epochs", epochs), ("batch_size", batch_size), ("base_lr", lr)):
         if value is not None:
             train_kw[key] = value
