@@ -41,7 +41,8 @@ SECTIONS = [
      ["step_reference_32px.md", "step_reference_64px.md", "step_reference_notes.md", "step_profile_32px.md"]),
     ("k-NN and retrieval time vs the plain similarity matmul", ["eval_speed.md", "eval_speed_10_classes.md",
                                                                   "eval_speed_embed.md", "eval_speed_notes.md"]),
-    ("`ssl-zoo --help` and `ssl-zoo list` start-up time", ["cli_speed.md"]),
+    ("`ssl-zoo` start-up time: `--help`, `list` and every subcommand's `--help`",
+     ["cli_speed.md", "cli_speed_notes.md"]),
 ]
 
 

@@ -1,34 +1,41 @@
 """``ssl-zoo``: one command, one subcommand per job. Each subcommand lives in its own module
-(imported only when used) and provides ``configure_parser(parser)`` and ``run_cli(args) -> int``."""
+(imported only when used) and provides ``configure_parser(parser)`` and ``run_cli(args) -> int``.
+
+``SUBCOMMAND --help`` imports only the parser builder's module, so that module must not import torch, timm
+or the like at its top (tests/test_cli_imports.py checks every row): where the runner's module is heavy, the
+builder lives in a light module of ``ssl_zoo.parsers`` and the row names it as ``"module:function"``."""
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-# subcommand -> (module, parser-builder, runner, one-line help)
+# subcommand -> (module, parser-builder, runner, one-line help); a builder or runner written "other.module:name"
+# is looked up in that module instead of the row's.
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "list": ("ssl_zoo.cli", "configure_list_parser", "run_list",
              "list recipes (method, backbone, dataset, license, weights)"),
-    "train": ("ssl_zoo.train", "configure_parser", "run_cli",
+    "train": ("ssl_zoo.train", "ssl_zoo.parsers.train:configure_parser", "run_cli",
               "train a recipe (also: accelerate launch -m ssl_zoo.train)"),
     "demo": ("ssl_zoo.demo", "configure_parser", "run_cli",
              "train the MoCo v2 demo on the embedded digits and show k-NN before/after"),
-    "datasets": ("ssl_zoo.data", "configure_parser", "run_cli",
+    "datasets": ("ssl_zoo.data", "ssl_zoo.parsers.datasets:configure_parser", "run_cli",
                  "list dataset names and the folder layout each expects"),
-    "eval": ("ssl_zoo.evaluation", "configure_parser", "run_cli",
+    "eval": ("ssl_zoo.evaluation", "ssl_zoo.parsers.eval:configure_parser", "run_cli",
              "evaluate an encoder: linear probe, retrieval, k-NN, fine-tuning, transfer, random-crop robustness"),
-    "pretrain-decoder": ("ssl_zoo.decoder_pretrain", "configure_parser", "run_cli",
+    "pretrain-decoder": ("ssl_zoo.decoder_pretrain", "ssl_zoo.parsers.decoder_pretrain:configure_parser", "run_cli",
                          "pre-train the synth decoder with the encoder frozen"),
-    "visualize": ("ssl_zoo.visualize", "configure_parser", "run_cli", "reconstruction and Grad-CAM picture grids"),
+    "visualize": ("ssl_zoo.visualize", "ssl_zoo.parsers.visualize:configure_parser", "run_cli",
+                  "reconstruction and Grad-CAM picture grids"),
     "reproduce": ("ssl_zoo.reproduce", "configure_parser", "run_cli",
                   "run a recipe's paper pipeline: pre-training, its evaluation protocols, results vs paper, card, "
                   "push"),
-    "push": ("ssl_zoo.hub", "configure_push_parser", "run_push",
+    "push": ("ssl_zoo.hub", "ssl_zoo.parsers.push:configure_parser", "run_push",
              "publish a run or model folder to the Hugging Face Hub"),
-    "convert": ("ssl_zoo.convert", "configure_parser", "run_cli",
+    "convert": ("ssl_zoo.convert", "ssl_zoo.parsers.convert:configure_parser", "run_cli",
                 "import an upstream checkpoint (MoCo, SimSiam, lightly, solo-learn, timm)"),
     "embed": ("ssl_zoo.embedding", "configure_parser", "run_cli",
               "write one embedding per image of a folder (.safetensors / .npy) and a table of paths and labels"),
@@ -96,8 +103,14 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         # Build only the chosen subcommand's arguments: importing every module would make `ssl-zoo list` slow.
         if list(argv[:1]) == [name]:
-            getattr(importlib.import_module(module), builder)(p)
+            lookup(module, builder)(p)
     return parser
+
+
+def lookup(module: str, name: str) -> Any:
+    """``name`` in ``module``, or ``function`` in ``other.module`` when ``name`` is ``"other.module:function"``."""
+    other, _, attr = name.rpartition(":")
+    return getattr(importlib.import_module(other or module), attr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,14 +118,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .errors import SslZooError, report_user_error
 
     try:
-        args = build_parser(argv).parse_args(argv)
-        module, _, runner, _ = COMMANDS[args.command]
-        return int(getattr(importlib.import_module(module), runner)(args) or 0)
+        try:
+            args = build_parser(argv).parse_args(argv)
+            module, _, runner, _ = COMMANDS[args.command]
+            return int(lookup(module, runner)(args) or 0)
+        finally:  # also after --help's SystemExit: a reader that has gone is caught below, not at exit
+            sys.stdout.flush()
     except SslZooError as exc:  # the one place user errors become a line and an exit code
         return report_user_error(exc)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return stdout_closed()
+
+
+def stdout_closed() -> int:
+    """The reader of our stdout has gone (`ssl-zoo list | head -1`): stop quietly, as a Unix tool does.
+
+    Python's recipe (docs of the signal module): point stdout at /dev/null so the flush at exit cannot fail
+    again. The exit code is 141 = 128 + SIGPIPE, what a tool killed by SIGPIPE reports (`yes | head -1`): the
+    output was cut short, and `set -o pipefail` scripts see the same status they already handle for other tools.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout replaced by an object without a file descriptor
+        pass
+    return 141
 
 
 if __name__ == "__main__":

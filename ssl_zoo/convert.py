@@ -21,7 +21,6 @@ Checkpoints are read by ``ssl_zoo.state_dicts.read_checkpoint`` (legacy pickles 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,6 +31,7 @@ from torch import nn
 
 from .download import WeightsError, file_digests
 from .errors import SslZooError, report_user_error
+from .parsers.convert import configure_parser
 from .state_dicts import classifier_names, filter_state_dict, read_checkpoint, state_dict_of
 
 if TYPE_CHECKING:
@@ -189,19 +189,6 @@ def _imported_pretrained_cfg(model: nn.Module, arch: str, source: str) -> dict[s
 
 
 # -- CLI ------------------------------------------------------------------------
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", metavar="SRC", help="upstream checkpoint (.pth/.pth.tar/.ckpt/.pt/.safetensors)")
-    parser.add_argument("--source", required=True, choices=sorted(FILTERS), help="upstream key layout")
-    parser.add_argument("--arch", default=None, help="timm architecture (default: the checkpoint's 'arch' or resnet50)")
-    parser.add_argument("--recipe", default=None, help="ssl_zoo recipe the weights correspond to (sets arch, method, "
-                        "dataset in config.json)")
-    parser.add_argument("--model-args", default=None, type=json.loads, metavar="JSON",
-                        help='extra timm.create_model arguments as JSON, e.g. \'{"layers": [1, 1, 1, 1]}\'')
-    parser.add_argument("--method", default=None, help="method name recorded in config.json when no --recipe")
-    parser.add_argument("--output", "--out", dest="out", required=True,
-                        help="output folder (model.safetensors + config.json)")
-
 
 def run_cli(args: argparse.Namespace) -> int:
     try:

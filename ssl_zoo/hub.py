@@ -57,6 +57,7 @@ from .model_card import (  # noqa: F401
     load_eval_results,
     run_eval_result_files,
 )
+from .parsers.push import configure_parser as configure_push_parser
 from .recipe import Recipe
 from .weights import (  # noqa: F401
     CLASSIFIER_NAME,
@@ -195,24 +196,6 @@ def push_to_hub(run_dir_or_model: str | os.PathLike | nn.Module, repo_id: str, p
         message = commit_message or (f"Upload {config.get('ssl_zoo', {}).get('recipe') or config['architecture']} "
                                      f"encoder with ssl_zoo")
         return api.create_commit(repo_id, operations=operations, commit_message=message, revision=revision)
-
-
-def configure_push_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR",
-                        help="run or model folder holding model.safetensors + config.json")
-    parser.add_argument("--repo", required=True, help="Hub repo id, org/name")
-    parser.add_argument("--private", action="store_true", help="create the repo private")
-    parser.add_argument("--revision", default=None, help="branch to commit to (created if missing; default main)")
-    parser.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or huggingface.co)")
-    parser.add_argument("--message", default=None, help="commit message")
-    parser.add_argument("--include-training-state", action="store_true",
-                        help=f"also upload the run's full training state under {TRAINING_STATE_DIR}/")
-    parser.add_argument("--results", nargs="+", default=[], metavar="JSON",
-                        help=f"`ssl-zoo eval --output` files to put in the card's model-index "
-                             f"(RUN_DIR/{EVAL_DIR}/*.json are added too); a result of a random-init encoder or "
-                             f"of other weights is refused")
-    parser.add_argument("--no-run-results", dest="run_results", action="store_false",
-                        help=f"do not add the run folder's own {EVAL_DIR}/*.json results")
 
 
 def _scrub(text: str, token: str | None) -> str:

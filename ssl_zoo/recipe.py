@@ -331,6 +331,8 @@ class Recipe:
             elif key == "method_args" and isinstance(value, Mapping):
                 for sub_key, sub_value in value.items():
                     method_args[sub_key] = _checked_method_arg(self, sub_key, sub_value)
+            elif key in _SECTIONS or key == "method_args":
+                raise section_override_error(key, value)
             elif key in _TOP_FIELDS:
                 _check_field(Recipe, key, value, where="recipe")
                 top[key] = value
@@ -414,6 +416,14 @@ def _type_ok(tp: Any, value: Any) -> bool:
     if tp in (Mapping, typing.Mapping) or (isinstance(tp, type) and issubclass(tp, Mapping)):
         return isinstance(value, Mapping)
     return isinstance(value, tp) if isinstance(tp, type) else True
+
+
+def section_override_error(key: str, value: Any) -> TypeError:
+    """``--set train=5``: a section (or ``method_args``) replaced by something that is not a dict."""
+    fields = ([f.name for f in dataclasses.fields(_SECTIONS[key])] if key in _SECTIONS else ["NAME"])[:1]
+    return TypeError(f"Override {key!r}={value!r} has type {type(value).__name__}; {key} expects a dict of its "
+                     f"fields, e.g. --set \"{key}={{'{fields[0]}': ...}}\", or set one field alone "
+                     f"(--set {fields[0]}=...).")
 
 
 def _check_field(cls: type, key: str, value: Any, where: str) -> None:

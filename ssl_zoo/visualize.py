@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 from .export import WEIGHTS_NAME
+from .parsers.visualize import configure_parser
 from .recipe import Recipe, get_recipe
 
 CELL = 112  # pixels per picture in the grid (small images are enlarged for visibility)
@@ -195,17 +196,6 @@ def visualize(path: str | Path, out: str | Path, *, recipe: str | Recipe | None 
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out)
     return out
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN_OR_MODEL", help="run folder (checkpoint.pt) or exported model folder")
-    parser.add_argument("--recipe", default=None, help="recipe name (default: the one recorded in the folder)")
-    parser.add_argument("--data", default=None, help="dataset folder (default: the embedded digits for digits recipes)")
-    parser.add_argument("--dataset", default=None, help="dataset name (default: the recipe's)")
-    parser.add_argument("--split", default="train", help="dataset split the pictures come from (default train)")
-    parser.add_argument("--num-images", type=int, default=8, help="rows of the grid, one image each (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="which images and which noise (default 0)")
-    parser.add_argument("--output", "--out", dest="out", default="grid.png", help="output PNG (default grid.png)")
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -140,6 +140,10 @@ def _subcommand_rows(tmp: Path) -> list[tuple[str, list[str], str]]:
          "Did you mean epochs"),
         ("train: --set wrong type", ["train", "moco_v2_r18_digits", "--set", "epochs=many", "--output", out],
          "epochs"),
+        ("train: --set a section to a number", ["train", "moco_v2_r18_digits", "--set", "train=5", "--output", out],
+         "'train'=5 has type int; train expects a dict"),
+        ("demo: --set a section to a number", ["demo", "--set", "backbone=5", "--output", out],
+         "'backbone'=5 has type int; backbone expects a dict"),
         ("train: unknown dataset", ["train", "moco_v2_r18_digits", "--set", "dataset=cifar-10", "--output", out],
          "Did you mean 'cifar10'"),
         ("train: unknown method", ["train", "moco_v2_r18_digits", "--set", "method=mocov2", "--output", out],
@@ -184,3 +188,22 @@ def test_each_subcommand_refuses_a_bad_input_in_one_line(tmp_path: Path, capsys,
                 or "Traceback" in err:
             failures.append(f"{name}: exit {got}, stderr {err[-600:]!r}")
     assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("argv", [["list"], ["--help"], ["train", "--help"]], ids=" ".join)
+def test_a_closed_pipe_ends_quietly_with_141(argv: list[str]) -> None:
+    # `ssl-zoo list | head -1`: the reader is gone before everything is written. Closing our end of the pipe
+    # before the child writes makes that certain (with `head` it depends on the output's size and the timing).
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")])))
+    child = subprocess.Popen([sys.executable, "-m", "ssl_zoo.cli", *argv], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env)
+    child.stdout.close()  # type: ignore[union-attr]
+    err = child.stderr.read().decode()  # type: ignore[union-attr]
+    # 141 = 128 + SIGPIPE, as for a Unix tool; argparse's --help swallows a failed write itself and exits 0
+    assert child.wait(timeout=120) == (0 if "--help" in argv else 141), err
+    assert err == ""  # no BrokenPipeError traceback, no "Exception ignored" at exit

@@ -52,14 +52,20 @@ def test_eval_speed_writes_ratios_machine_and_command(tmp_path, monkeypatch, cap
     assert "must be >= 1" in capsys.readouterr().err
 
 
-def test_cli_speed_times_help_and_list(tmp_path, monkeypatch):
+def test_cli_speed_times_help_list_and_every_subcommands_help(tmp_path, monkeypatch):
+    from ssl_zoo.cli import COMMANDS
+    from ssl_zoo.parsers.eval import PROTOCOLS
+
     out, md = tmp_path / "cli_speed.json", tmp_path / "cli_speed.md"
-    assert _run("cli_speed.py", ["--repeats", "1", "--no-floors", "--json", str(out), "--markdown", str(md)],
-                monkeypatch) == 0
+    assert _run("cli_speed.py", ["--repeats", "1", "--no-floors", "--limit", "30", "--json", str(out), "--markdown",
+                                 str(md)], monkeypatch) == 0
     info = json.loads(out.read_text())
-    assert [r["command"] for r in info["results"]] == ["python -m ssl_zoo.cli --help", "python -m ssl_zoo.cli list"]
-    assert all(r["median_s"] > 0 for r in info["results"])
-    assert "`python -m ssl_zoo.cli list`" in md.read_text() and "Machine:" in md.read_text()
+    prog = "python -m ssl_zoo.cli"
+    assert [r["command"] for r in info["results"]] == [f"{prog} --help", f"{prog} list",
+                                                       *[f"{prog} {name} --help" for name in COMMANDS],
+                                                       *[f"{prog} eval {p} --help" for p in PROTOCOLS]]
+    assert all(r["median_s"] > 0 and r["under_limit"] for r in info["results"]) and info["limit_s"] == 30
+    assert "| `python -m ssl_zoo.cli eval knn --help` |" in md.read_text() and "Machine:" in md.read_text()
 
 
 def test_augment_sweep_trains_and_evaluates_each_preset(tmp_path):

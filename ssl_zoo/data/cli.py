@@ -5,12 +5,7 @@ import argparse
 import sys
 import textwrap
 
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", nargs="?", help="a dataset name: show its layout (and, with --data, its contents)")
-    parser.add_argument("--data", metavar="DIR", help="the dataset's root folder: load it and print a summary")
-    parser.add_argument("--split", default=None, help="split to load with --data (default: every split)")
-    parser.add_argument("--check", action="store_true", help="with --data: decode every image, list unreadable ones")
+from ..parsers.datasets import configure_parser
 
 
 def _print_listing() -> None:
@@ -68,3 +63,6 @@ def run_cli(args: argparse.Namespace) -> int:
             print(f"  {len(bad)} unreadable of {len(ds)}")
             status = status or (1 if bad else 0)
     return status
+
+
+__all__ = ["configure_parser", "run_cli"]

@@ -8,17 +8,18 @@ Markdown table row. Numbers in reports are percentages.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from ..parsers.eval import configure_parser, configure_protocol_parser
 from ..report import append_markdown_row, build_result, markdown_header, markdown_row, write_json
 from ..run_readme import update_run_readme
+from .splits import eval_split, num_classes_of, split_info
 
 # The encoder transforms (ssl_zoo.transforms: eval_transform, linear_train_transform, augment_cfg_for) are imported
 # where used: importing torchvision here changed how the 2-process test's workers exit (its rendezvous file vanished).
@@ -26,7 +27,6 @@ from ..run_readme import update_run_readme
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-PROTOCOLS = ("linear", "retrieval", "knn", "finetune", "transfer", "crop-robustness")
 CACHED_FEATURES_NOTE = ("cached features: train features extracted once with the eval transform "
                         "(Resize + CenterCrop), so no train-time augmentation (RandomResizedCrop + flip) "
                         "unlike the MoCo protocol; same classifier, optimiser and schedule")
@@ -78,57 +78,6 @@ def _encoder_from_dir(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     model_dir = source.weights.parent if source.weights is not None else path
     return build_model(source), {"name": name or model_dir.name, "source": "local", "checkpoint": str(model_dir),
                                  "weights_file": str(source.weights) if source.weights else None}
-
-
-# ------------------------------------------------------------------------------------------- parser
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``ssl-zoo eval PROTOCOL ...`` (and of the benchmark scripts)."""
-    parser.add_argument("protocol", choices=PROTOCOLS, help="linear probe, leave-one-out retrieval, weighted k-NN, "
-                        "fine-tuning with label fractions, transfer fine-tuning, or the random-crop robustness test")
-    parser.add_argument("--model", required=True,
-                        help="recipe name (random init unless --pretrained/--checkpoint), 'hf-hub:org/repo[@rev]', "
-                             "or a local run/model folder with model.safetensors + config.json")
-    parser.add_argument("--pretrained", action="store_true", help="load the recipe's published weights")
-    parser.add_argument("--checkpoint", default=None, help="weights file or folder for a recipe name")
-    parser.add_argument("--dataset", default="digits", help="create_dataset name (default: the embedded digits)")
-    parser.add_argument("--data", default=None, metavar="ROOT", help="dataset root folder (digits needs none)")
-    parser.add_argument("--train-split", default="train", help="split the classifier / k-NN bank uses")
-    parser.add_argument("--test-split", default="test", help="split that is evaluated (retrieval: queries + gallery)")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="crop size (default: the model's pretrained_cfg input size, else 224)")
-    parser.add_argument("--batch-size", type=int, default=256, help="global batch size (default 256)")
-    parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1),
-                        help="DataLoader workers per process (default: min(4, CPU count))")
-    parser.add_argument("--chunk-size", type=int, default=256, help="queries per similarity block (memory)")
-    parser.add_argument("--seed", type=int, default=0, help="classifier init, shuffling and label-fraction subset")
-    parser.add_argument("--cpu", action="store_true", help="run on CPU even when a GPU is present")
-    parser.add_argument("--output", default=None, metavar="JSON", help="write the result here")
-    parser.add_argument("--markdown", default=None, metavar="FILE", help="append the Markdown row to this file")
-    parser.add_argument("--holdout", type=float, default=None, metavar="FRACTION",
-                        help="evaluate on a seeded, class-stratified FRACTION of the 'train' split held out from the "
-                             "rest (for a flat class-folder tree, which has no test split); recorded in the JSON")
-    parser.add_argument("--skip-bad-images", dest="on_error", action="store_const", const="skip", default="raise",
-                        help="replace unreadable/truncated images (a warning names each) instead of stopping")
-    knn = parser.add_argument_group("k-NN")
-    knn.add_argument("--k", type=int, nargs="+", default=[20, 200], help="neighbour counts (default 20 200)")
-    knn.add_argument("--temperature", type=float, default=0.07, help="vote weight exp(s / T) (default 0.07)")
-    lin = parser.add_argument_group("linear probe (MoCo protocol defaults) and fine-tuning")
-    lin.add_argument("--epochs", type=int, default=None,
-                     help="linear: 100; finetune: 60 for <= 1%% labels, else 30; transfer: 30")
-    lin.add_argument("--lr", type=float, default=None,
-                     help="linear: 30 (the MoCo protocol); finetune: --base-lr x batch / 256")
-    lin.add_argument("--momentum", type=float, default=0.9)
-    lin.add_argument("--weight-decay", type=float, default=None, help="default 0")
-    lin.add_argument("--milestones", type=int, nargs="*", default=[60, 80], help="epochs where lr is x0.1")
-    lin.add_argument("--label-fraction", type=float, default=1.0,
-                     help="share of each class's train images with labels (linear: 1.0, 0.5, 0.2; finetune: "
-                          "0.01 0.02 0.05 0.1 0.2 0.5 1)")
-    lin.add_argument("--cached-features", action="store_true",
-                     help="extract train/test features once and train the classifier on them (fast; no train-time "
-                          "augmentation)")
-    from .finetune_cli import add_arguments
-
-    add_arguments(parser)
 
 
 # ------------------------------------------------------------------------------------------- running
@@ -201,7 +150,7 @@ def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[st
 
     start = time.time()
     set_seed(args.seed)
-    _dataset(args, args.test_split, transform=None)  # a missing or malformed folder fails before any download
+    eval_split(args, args.test_split, transform=None)  # a missing or malformed folder fails before any download
     encoder, model_info = load_encoder(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
     model_info.update(architecture=type(encoder).__name__ if not getattr(encoder, "pretrained_cfg", None)
                       else encoder.pretrained_cfg.get("architecture", type(encoder).__name__),
@@ -231,33 +180,14 @@ def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[st
                         world_size=accelerator.num_processes)
 
 
-def _dataset(args: argparse.Namespace, split: str, transform: Callable, label_fraction: float = 1.0):
-    """A split of the dataset; with ``--holdout F`` the train split's seeded stratified parts instead:
-    ``--test-split`` names the held-out share F, ``--train-split`` the rest."""
-    from ..data import create_dataset
-    from ..data.base import label_fraction_indices, stratified_split
-
-    on_error = getattr(args, "on_error", "raise")
-    holdout = getattr(args, "holdout", None)
-    if not holdout:
-        return create_dataset(args.dataset, args.data, split=split, transform=transform,
-                              label_fraction=label_fraction, seed=args.seed, on_error=on_error)
-    full = create_dataset(args.dataset, args.data, split="train", transform=transform, on_error=on_error)
-    keep, held = stratified_split(full.targets, holdout, seed=args.seed)
-    part = full.subset(held if split == args.test_split else keep)
-    if label_fraction < 1.0:
-        part = part.subset(label_fraction_indices(part.targets, label_fraction, args.seed))
-    return part
-
-
 def _run_knn(args, encoder, image_size, accelerator):
     from ..transforms import eval_transform
     from .features import extract_features
     from .metrics import knn_accuracy
 
     transform = eval_transform(encoder, image_size)
-    train = _dataset(args, args.train_split, transform)
-    test = _dataset(args, args.test_split, transform)
+    train = eval_split(args, args.train_split, transform)
+    test = eval_split(args, args.test_split, transform)
     if max(args.k) > len(train):
         from ..errors import UserInputError
         raise UserInputError(f"--k {max(args.k)} is larger than the k-NN bank ({len(train)} images of split "
@@ -274,7 +204,7 @@ def _run_knn(args, encoder, image_size, accelerator):
                                                        chunk_size=args.chunk_size)
     settings = {"k": list(args.k), "temperature": args.temperature, "similarity": "cosine",
                 "votes": "exp(s / T)", "transform": "eval (Resize + CenterCrop)"}
-    return metrics, settings, _split_info(args.train_split, len(train), args.test_split, len(test), train,
+    return metrics, settings, split_info(args.train_split, len(train), args.test_split, len(test), train,
                                           holdout=args.holdout, seed=args.seed)
 
 
@@ -283,7 +213,7 @@ def _run_retrieval(args, encoder, image_size, accelerator):
     from .features import extract_features
     from .metrics import queries_without_positive, retrieval_metrics
 
-    test = _dataset(args, args.test_split, eval_transform(encoder, image_size))
+    test = eval_split(args, args.test_split, eval_transform(encoder, image_size))
     features, labels = extract_features(encoder, test, _per_process_batch(args.batch_size, accelerator),
                                         args.num_workers, accelerator=accelerator)
     metrics: dict[str, float] = {}
@@ -294,7 +224,7 @@ def _run_retrieval(args, encoder, image_size, accelerator):
     if accelerator.is_main_process:
         metrics = {k: 100 * v for k, v in retrieval_metrics(features, labels, chunk_size=args.chunk_size).items()}
         settings["num_queries_without_positive"] = queries_without_positive(labels)
-    info = {"test_split": args.test_split, "num_test": len(test), "num_classes": _classes(test)}
+    info = {"test_split": args.test_split, "num_test": len(test), "num_classes": num_classes_of(test)}
     if args.holdout:
         info["holdout"] = {"fraction": args.holdout, "seed": args.seed, "from_split": "train", "stratified": True}
     return metrics, settings, info
@@ -309,8 +239,8 @@ def _run_linear(args, encoder, image_size, accelerator):
                          milestones=tuple(args.milestones), batch_size=args.batch_size, seed=args.seed)
     test_tf = eval_transform(encoder, image_size)
     train_tf = test_tf if args.cached_features else linear_train_transform(encoder, image_size)
-    train = _dataset(args, args.train_split, train_tf, label_fraction=args.label_fraction)
-    test = _dataset(args, args.test_split, test_tf)
+    train = eval_split(args, args.train_split, train_tf, label_fraction=args.label_fraction)
+    test = eval_split(args, args.test_split, test_tf)
     num_classes = dataset_num_classes(train)
     log = print if accelerator.is_main_process else None
     every = max(1, cfg.epochs // 10)
@@ -334,7 +264,7 @@ def _run_linear(args, encoder, image_size, accelerator):
                 else "RandomResizedCrop + horizontal flip",
                 "test_transform": "eval (Resize + CenterCrop)",
                 "protocol_note": CACHED_FEATURES_NOTE if args.cached_features else "MoCo linear evaluation protocol"}
-    return metrics, settings, _split_info(args.train_split, len(train), args.test_split, len(test), train,
+    return metrics, settings, split_info(args.train_split, len(train), args.test_split, len(test), train,
                                           num_classes=num_classes, holdout=args.holdout, seed=args.seed)
 
 
@@ -342,27 +272,13 @@ def _per_process_batch(batch_size: int, accelerator: Accelerator) -> int:
     return max(1, batch_size // accelerator.num_processes)
 
 
-def _classes(dataset: Any) -> int | None:
-    classes = getattr(dataset, "classes", None)
-    return len(classes) if classes is not None else None
-
-
-def _split_info(train_split: str, num_train: int, test_split: str, num_test: int, train: Any,
-                num_classes: int | None = None, holdout: float | None = None, seed: int = 0) -> dict[str, Any]:
-    info = {"train_split": train_split, "num_train": num_train, "test_split": test_split, "num_test": num_test,
-            "num_classes": num_classes if num_classes is not None else _classes(train)}
-    if holdout:
-        info["holdout"] = {"fraction": holdout, "seed": seed, "from_split": "train", "stratified": True}
-    return info
-
-
 def main(argv: Sequence[str] | None = None, protocol: str | None = None) -> int:
     """Entry point of the benchmark scripts: ``main(protocol="linear")`` parses the remaining arguments."""
     script = f"benchmarks/{protocol.replace('-', '_')}.py" if protocol else None  # the file's own name
     parser = argparse.ArgumentParser(prog=script or "ssl-zoo eval",
                                      description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if protocol is not None:
-        argv = [protocol, *argv]
-    return run_cli(parser.parse_args(argv))
+    if protocol is None:
+        configure_parser(parser)
+    else:  # benchmarks/PROTOCOL.py: that protocol's options only
+        configure_protocol_parser(parser, protocol)
+    return run_cli(parser.parse_args(sys.argv[1:] if argv is None else argv))

@@ -13,45 +13,13 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from ..errors import UserInputError
+from ..parsers.eval import HEAD_NAME
+from .splits import eval_split, split_info
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
 PROTOCOLS = ("finetune", "transfer", "crop-robustness")
-DEFAULT_GRID_LR = (0.001, 0.01, 0.1)
-DEFAULT_GRID_WD = (0.0, 1e-4)
-HEAD_NAME = "head.safetensors"
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the fine-tuning, transfer and crop-robustness protocols."""
-    ft = parser.add_argument_group("fine-tuning (finetune, transfer; SimCLR protocol defaults)")
-    ft.add_argument("--split-file", default=None, metavar="TXT",
-                    help="finetune: the labelled images, one file name per line (SimCLR's ImageNet 1percent.txt / "
-                         "10percent.txt); replaces --label-fraction")
-    ft.add_argument("--base-lr", type=float, default=0.05,
-                    help="finetune lr when --lr is not given: base-lr x batch / 256 (SimCLR: 0.05)")
-    ft.add_argument("--no-nesterov", dest="nesterov", action="store_false", help="plain momentum SGD")
-    ft.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="lr schedule (default cosine)")
-    ft.add_argument("--no-sync-bn", dest="sync_bn", action="store_false",
-                    help="per-process BatchNorm statistics under several processes (default: SyncBatchNorm, "
-                         "the statistics of the global batch)")
-    ft.add_argument("--save-model", default=None, metavar="DIR",
-                    help=f"finetune: write the fine-tuned encoder to DIR/encoder (model.safetensors + config.json) and "
-                         f"the head to DIR/{HEAD_NAME}")
-    ft.add_argument("--grid-lr", type=float, nargs="+", default=list(DEFAULT_GRID_LR),
-                    help=f"transfer: learning rates of the grid (default {' '.join(map(str, DEFAULT_GRID_LR))})")
-    ft.add_argument("--grid-wd", type=float, nargs="+", default=list(DEFAULT_GRID_WD),
-                    help=f"transfer: weight decays of the grid (default {' '.join(map(str, DEFAULT_GRID_WD))})")
-    ft.add_argument("--val-fraction", type=float, default=0.2,
-                    help="transfer: share of each class of the train split held out to select the grid cell")
-    cr = parser.add_argument_group("crop robustness")
-    cr.add_argument("--crop-scales", nargs="+", default=["0.08,1", "0.2,1", "0.5,1"], metavar="LOW,HIGH",
-                    help="RandomResizedCrop scale ranges of the random-crop tests (default 0.08,1 0.2,1 0.5,1)")
-    cr.add_argument("--no-center", dest="center", action="store_false", help="skip the centre-crop test")
-    cr.add_argument("--head", default=None, metavar="FILE",
-                    help=f"a fine-tuned head ({HEAD_NAME} written by `eval finetune --save-model DIR`; pass "
-                         "--model DIR/encoder); default: train a linear probe (MoCo protocol) first")
 
 
 def fill_defaults(args: argparse.Namespace) -> None:
@@ -103,17 +71,16 @@ def _log(accelerator: Accelerator):
 # ------------------------------------------------------------------------------------------- finetune
 def run_finetune(args, encoder, image_size, accelerator):
     from ..transforms import eval_transform, linear_train_transform
-    from .cli import _dataset, _split_info
     from .finetune import default_epochs, finetune, split_file_indices
 
     train_tf = linear_train_transform(encoder, image_size)
-    test = _dataset(args, args.test_split, eval_transform(encoder, image_size))
+    test = eval_split(args, args.test_split, eval_transform(encoder, image_size))
     if args.split_file is not None:
-        full = _dataset(args, args.train_split, train_tf)
+        full = eval_split(args, args.train_split, train_tf)
         train = full.subset(split_file_indices(full, args.split_file))
         fraction = len(train) / len(full)
     else:
-        train = _dataset(args, args.train_split, train_tf, label_fraction=args.label_fraction)
+        train = eval_split(args, args.train_split, train_tf, label_fraction=args.label_fraction)
         fraction = args.label_fraction
     epochs = args.epochs if args.epochs is not None else default_epochs(fraction)
     cfg = _cfg(args, epochs)
@@ -136,7 +103,7 @@ def run_finetune(args, encoder, image_size, accelerator):
                 "test_transform": "eval (Resize + CenterCrop)",
                 "reported_epoch": "last", "saved_model": args.save_model,
                 "protocol_note": "SimCLR semi-supervised fine-tuning protocol (LeOCLR Table 2, Fig. 5)"}
-    return metrics, settings, _split_info(args.train_split, len(train), args.test_split, len(test), train,
+    return metrics, settings, split_info(args.train_split, len(train), args.test_split, len(test), train,
                                           num_classes=len(train.classes))
 
 
@@ -188,14 +155,13 @@ def load_head(path: str, num_features: int) -> nn.Linear:
 # ------------------------------------------------------------------------------------------- transfer
 def run_transfer(args, encoder, image_size, accelerator):
     from ..transforms import eval_transform, linear_train_transform
-    from .cli import _dataset, _split_info
     from .finetune import transfer_finetune
 
     epochs = args.epochs if args.epochs is not None else 30
     cfg = _cfg(args, epochs)
-    train = _dataset(args, args.train_split, linear_train_transform(encoder, image_size))
-    train_eval = _dataset(args, args.train_split, eval_transform(encoder, image_size))
-    test = _dataset(args, args.test_split, eval_transform(encoder, image_size))
+    train = eval_split(args, args.train_split, linear_train_transform(encoder, image_size))
+    train_eval = eval_split(args, args.train_split, eval_transform(encoder, image_size))
+    test = eval_split(args, args.test_split, eval_transform(encoder, image_size))
     out = transfer_finetune(encoder, train, train_eval, test, args.grid_lr, args.grid_wd, cfg,
                             val_fraction=args.val_fraction, num_classes=len(train.classes),
                             num_workers=args.num_workers, accelerator=accelerator, log=_log(accelerator))
@@ -210,21 +176,20 @@ def run_transfer(args, encoder, image_size, accelerator):
                 "trained": "whole encoder + linear head", "train_transform": "RandomResizedCrop + horizontal flip",
                 "test_transform": "eval (Resize + CenterCrop)", "reported_epoch": "last",
                 "protocol_note": "transfer fine-tuning with a per-task lr x wd grid (LeOCLR Table 3; SimCLR / BYOL)"}
-    return metrics, settings, _split_info(args.train_split, len(train), args.test_split, len(test), train,
+    return metrics, settings, split_info(args.train_split, len(train), args.test_split, len(test), train,
                                           num_classes=len(train.classes))
 
 
 # ------------------------------------------------------------------------------------ crop robustness
 def run_crop_robustness(args, encoder, image_size, accelerator):
     from ..transforms import augment_cfg_for, eval_transform, linear_train_transform
-    from .cli import _dataset, _split_info
     from .features import extract_features
     from .finetune import EncoderWithHead
     from .linear import LinearProbeCfg, _feature_dim, linear_probe, linear_probe_on_features
     from .robustness import crop_robustness, crop_settings, random_crop_transform
 
     center_tf = eval_transform(encoder, image_size)
-    test = _dataset(args, args.test_split, center_tf)
+    test = eval_split(args, args.test_split, center_tf)
     settings: dict[str, Any] = {}
     num_train = None
     if args.head is not None:
@@ -234,7 +199,7 @@ def run_crop_robustness(args, encoder, image_size, accelerator):
         cfg = LinearProbeCfg(epochs=args.epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
                              milestones=tuple(args.milestones), batch_size=args.batch_size, seed=args.seed)
         train_tf = center_tf if args.cached_features else linear_train_transform(encoder, image_size)
-        train = _dataset(args, args.train_split, train_tf, label_fraction=args.label_fraction)
+        train = eval_split(args, args.train_split, train_tf, label_fraction=args.label_fraction)
         num_train = len(train)
         every = max(1, cfg.epochs // 10)
         if args.cached_features:
@@ -275,7 +240,7 @@ def run_crop_robustness(args, encoder, image_size, accelerator):
                     crop_scales=[list(s) for s in args.crop_scale_ranges], interpolation=aug.interpolation,
                     crop_seeding="torch RNG seeded per (seed, test index, image index)",
                     protocol_note="random-crop robustness test (LeOCLR Table 6)")
-    info = _split_info(args.train_split, num_train or 0, args.test_split, len(test), test,
+    info = split_info(args.train_split, num_train or 0, args.test_split, len(test), test,
                        num_classes=len(test.classes))
     if num_train is None:
         info.update(train_split=None, num_train=None)
