@@ -60,8 +60,9 @@ def thumbnail(path: str | Path, size: int = 128) -> np.ndarray:
 
 
 def _embed_folder(args: argparse.Namespace) -> tuple[Any, Embeddings]:
-    from .embedding import embed, load_model, report_skipped
+    from .embedding import embed, list_images, load_model, report_skipped
 
+    list_images(args.data)  # a wrong folder is said before the model loads
     encoder = load_model(args.model, args.pretrained, args.checkpoint)
     device = "cpu" if args.cpu else None
     emb = embed(encoder, args.data, image_size=args.image_size, batch_size=args.batch_size,

@@ -40,8 +40,12 @@ def describe_run(run_dir: str | Path, log: Callable[[str], Any] = print) -> None
     except Exception as exc:  # a picture must never fail a finished training run
         warnings.warn(f"could not draw {run / 'curves.png'}: {exc}", RuntimeWarning, stacklevel=2)
     try:
-        write_run_readme(run)
-        log(f"Wrote {run / README_NAME} (what this run is and how to use it).")
+        readme = run / README_NAME
+        if readme.is_file() and MARK not in readme.read_text():
+            log(f"Left {readme} as it is (not written by ssl_zoo: your notes or a model card).")
+        else:
+            write_run_readme(run)
+            log(f"Wrote {readme} (what this run is and how to use it).")
     except Exception as exc:
         warnings.warn(f"could not write {run / README_NAME}: {exc}", RuntimeWarning, stacklevel=2)
 

@@ -166,6 +166,15 @@ def _subcommand_rows(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("push: missing folder", ["push", missing, "--repo", "me/model"], "missing"),
         ("convert: missing checkpoint", ["convert", missing, "--source", "moco", "--out", out], "missing"),
         ("convert: unknown source", ["convert", missing, "--source", "mocco", "--out", out], "mocco"),
+        ("embed: missing data folder", ["embed", "--model", "moco_v2_r18_digits", "--data", missing, "--output",
+                                        out + ".npy"], "no such folder"),
+        ("embed: unknown output format", ["embed", "--model", "moco_v2_r18_digits", "--data", missing, "--output",
+                                          out + ".pt"], ".safetensors or .npy"),
+        ("plot: not a run folder", ["plot", missing], "log.jsonl"),
+        ("neighbors: missing data folder", ["neighbors", "--model", "moco_v2_r18_digits", "--data", missing],
+         "no such folder"),
+        ("map: unknown method", ["map", "--model", "moco_v2_r18_digits", "--data", missing, "--method", "umapp"],
+         "umapp"),
     ]
 
 

@@ -131,6 +131,10 @@ def test_update_run_readme_leaves_other_folders_and_readmes_alone(tmp_path: Path
         (other / name).write_text((run_dir / name).read_text())
     (other / "README.md").write_text("# my own notes\n")
     assert not update_run_readme(other, record) and (other / "README.md").read_text() == "# my own notes\n"
+    from ssl_zoo.run_readme import describe_run
+
+    describe_run(other, log=lambda line: None)  # the end of a training run: curves yes, README untouched
+    assert (other / "README.md").read_text() == "# my own notes\n" and (other / "curves.png").is_file()
 
 
 def test_a_picture_that_cannot_be_drawn_never_fails_training(tmp_path: Path, monkeypatch) -> None:
