@@ -318,10 +318,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
 
-    from .distributed import leave_together_at_exit
+    from .distributed import adopt_cpu_launch, check_launch, leave_together_at_exit
 
     _check_outputs(args.output, args.table, args.overwrite)  # before the model loads
+    adopt_cpu_launch()  # torchrun on a CPU machine: gloo, as under `accelerate launch` (ssl_zoo.distributed)
     accelerator = Accelerator(cpu=args.cpu)
+    check_launch(accelerator.num_processes)
     emb = embed(args.model, args.data, args.output, table=args.table, pretrained=args.pretrained,
                 checkpoint=args.checkpoint, image_size=args.image_size, batch_size=args.batch_size,
                 num_workers=args.num_workers, overwrite=args.overwrite, accelerator=accelerator)

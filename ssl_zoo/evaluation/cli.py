@@ -85,14 +85,19 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run one benchmark; the main process writes the JSON / Markdown. Returns the exit code."""
     from accelerate import Accelerator
 
-    from ..distributed import leave_together_at_exit
+    from ..distributed import adopt_cpu_launch, check_launch, leave_together_at_exit
     from ..errors import one_line, report_user_error
 
     try:
         _validate(args)
     except _user_errors() as exc:
         return report_user_error(exc)
+    adopt_cpu_launch()  # torchrun on a CPU machine: gloo, as under `accelerate launch` (ssl_zoo.distributed)
     accelerator = Accelerator(cpu=args.cpu)
+    try:
+        check_launch(accelerator.num_processes)
+    except _user_errors() as exc:
+        return report_user_error(exc)
     try:
         result = run_benchmark(args, accelerator)
     except _user_errors() as exc:
