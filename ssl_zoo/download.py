@@ -135,10 +135,14 @@ def check_format(path: str | os.PathLike, fmt: str | None = None) -> None:
     """
     path = Path(path)
     fmt = fmt or file_format(path.name)
-    size = path.stat().st_size
-    problem = _safetensors_problem(path, size) if fmt == "safetensors" else _torch_problem(path)
+    problem = format_problem(path, fmt)
     if problem:
-        raise CorruptWeightsError(f"{path} ({size} bytes) is not a complete {fmt} file: {problem}.")
+        raise CorruptWeightsError(f"{path} ({path.stat().st_size} bytes) is not a complete {fmt} file: {problem}.")
+
+
+def format_problem(path: Path, fmt: str) -> str | None:
+    """Why ``path`` is not a complete ``fmt`` file, or None when it is."""
+    return _safetensors_problem(path, path.stat().st_size) if fmt == "safetensors" else _torch_problem(path)
 
 
 def _safetensors_problem(path: Path, size: int) -> str | None:
@@ -334,12 +338,13 @@ def url_download(url: str, *, sha256: str | None = None, md5: str | None = None,
             verify_checksums(target, sha256=sha256, md5=md5, what=what, discard=True)
             return target
         _download_bounded(url, partial, manual)
-        try:
-            check_format(partial, fmt)
-        except CorruptWeightsError as exc:
+        problem = format_problem(partial, fmt)
+        if problem:
+            size = partial.stat().st_size
             partial.unlink(missing_ok=True)
-            raise CorruptWeightsError(f"The file at {url} arrived complete ({exc}); it was not kept. The server "
-                                      f"serves a damaged file: report it upstream, or {manual}.") from None
+            raise CorruptWeightsError(f"The file at {url} arrived at its announced length ({size} bytes) but is not "
+                                      f"a complete {fmt} file: {problem}; it was not kept. The server serves a "
+                                      f"damaged file: report it upstream, or {manual}.")
         digests = verify_checksums(partial, sha256=sha256, md5=md5, what=what, discard=True)
         if not (sha256 or md5):
             _logger.warning("%s has no published checksum; the downloaded file's sha256 is %s.", url,
@@ -383,5 +388,5 @@ def _download_bounded(url: str, partial: Path, manual: str) -> None:
 
 __all__ = ["WeightsError", "WeightsNotFoundError", "WeightsOfflineError", "ChecksumMismatchError",
            "CorruptWeightsError", "sha256_file", "file_digests", "verify_sha256", "verify_checksums", "file_format",
-           "check_format", "offline", "hub_download", "url_cache_folder", "url_file_name", "url_download",
-           "MAX_ATTEMPTS", "TOTAL_SECONDS"]
+           "check_format", "format_problem", "offline", "hub_download", "url_cache_folder", "url_file_name",
+           "url_download", "MAX_ATTEMPTS", "TOTAL_SECONDS"]
