@@ -72,7 +72,7 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
     followed (each real folder once, so a link loop ends)."""
     seen: set[str] = set()
     found: list[Path] = []
-    for here, dirs, files in os.walk(folder, followlinks=True):
+    for here, dirs, files in os.walk(os.fspath(folder), followlinks=True):
         real = os.path.realpath(here)
         if real in seen:
             dirs[:] = []
@@ -311,7 +311,7 @@ def detect_and_open(path: str | os.PathLike, dataset: str | None = None, split: 
         try:
             opened = create_dataset(dataset, root, split=split, on_error=on_error)
         except DatasetLayoutError as exc:
-            mismatch = str(exc).splitlines()[0]
+            mismatch = " ".join(str(exc).split("\n  root:")[0].split())  # the problem, not the layout tree
         else:
             return FolderLayout("dataset", dataset, root, len(opened), tuple(opened.classes),
                                 get_dataset_info(dataset).splits), opened
@@ -319,7 +319,8 @@ def detect_and_open(path: str | os.PathLike, dataset: str | None = None, split: 
         return _scan_user_folder(root)[0], None
     except DatasetLayoutError as exc:
         if mismatch:
-            raise DatasetLayoutError(f"{exc} Nor is it a {dataset} folder: {mismatch}") from None
+            raise DatasetLayoutError(f"{exc} Nor is it a {dataset} folder: {mismatch} (`ssl-zoo datasets "
+                                     f"{dataset}` shows that layout).") from None
         raise
 
 

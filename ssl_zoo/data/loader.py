@@ -67,20 +67,6 @@ def build_train_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, 
                       generator=generator, **kwargs)
 
 
-def open_train_dataset(recipe: Recipe, data: str | None, on_error: str = "raise") -> Dataset:
-    """The recipe's training split without a transform (checks the folder layout; cheap).
-
-    Training attaches the views once the method says which it needs. ``on_error="skip"`` replaces
-    unreadable images (and counts them) instead of stopping the run.
-    """
-    from . import create_dataset
-
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
-    return create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=None,
-                          on_error=cast(Literal["raise", "skip"], on_error))
-
-
 def open_train_data(recipe: Recipe, data: str | None,
                     on_error: str = "raise") -> tuple[Recipe, Dataset, dict[str, Any], str | None]:
     """The training split for ``recipe`` read from ``data``, whatever the folder holds (no transform; cheap).

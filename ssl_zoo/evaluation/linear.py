@@ -251,8 +251,11 @@ def divergence_warning(losses: Sequence[float], num_classes: int, lr: float, mea
         return None
     step = lr * mean_sq_norm
     suggest = f"{STABLE_STEP / mean_sq_norm:.1g}" if mean_sq_norm > 0 else "a smaller value"
-    return (f"warning: the linear probe's train loss {'exploded' if exploded else 'rose'} (epoch 1 {losses[0]:.4g}, "
-            f"max {max(losses):.4g}, last {losses[-1]:.4g}; chance level ln {num_classes} = {chance:.2f}): lr "
+    def loss(v: float) -> str:
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
+    return (f"warning: the linear probe's train loss {'exploded' if exploded else 'rose'} (epoch 1 {loss(losses[0])}, "
+            f"max {loss(max(losses))}, last {loss(losses[-1])}; chance level ln {num_classes} = {chance:.2f}): lr "
             f"{lr:g} is too large for these unnormalised features (mean squared norm {mean_sq_norm:.3g}, so one step "
             f"moves the logits by about lr x |x|^2 = {step:.3g}); try --lr {suggest}.")
 
