@@ -83,8 +83,9 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
-def _searched() -> str:
-    return " ".join(IMAGE_EXTENSIONS)
+def _no_images(root: Path) -> DatasetLayoutError:
+    return DatasetLayoutError(f"No images in {root}: searched it and its subfolders for {' '.join(IMAGE_EXTENSIONS)} "
+                              f"files (any case).")
 
 
 class _VisibleImageFolder(ImageFolder):
@@ -209,8 +210,7 @@ def build_unlabelled_images(root: Path | None, split: str, **kwargs: Any) -> Fil
     root = require_dir("unlabelled_images", root, UNLABELLED_LAYOUT)
     paths = list_image_files(root)
     if not paths:
-        raise DatasetLayoutError(f"No images in {root}: searched it and its subfolders for {_searched()} files "
-                                 f"(any case).")
+        raise _no_images(root)
     return FileImageDataset(paths, [-1] * len(paths), [], name="unlabelled_images", root=root, split=split)
 
 
@@ -269,8 +269,7 @@ def _scan_user_folder(root: Path) -> tuple[FolderLayout, list[Path]]:
     """A class tree or an unlabelled folder (no named dataset's layout tried)."""
     paths = list_image_files(root)
     if not paths:
-        raise DatasetLayoutError(f"No images in {root}: searched it and its subfolders for {_searched()} files "
-                                 f"(any case).")
+        raise _no_images(root)
     tree = _class_tree(root, paths)
     if tree is None:
         return FolderLayout("unlabelled", "unlabelled_images", root, len(paths)), paths
