@@ -311,3 +311,12 @@ def test_probe_on_large_features_with_lr_30_warns_once() -> None:
     linear_probe_on_features(x, y, x, y, epochs=20, lr=suggested, milestones=(12, 16), log=logged.append,
                              log_every=100)
     assert not [m for m in logged if m.startswith("warning:")]
+
+
+def test_eval_of_an_unfinished_run_reads_the_data_from_its_checkpoint(runs, class_tree_folder: Path,
+                                                                     tmp_path: Path, capsys) -> None:
+    run = tmp_path / "stopped"
+    run.mkdir()
+    shutil.copy(runs["moco", "tree"] / "checkpoint.pt", run / "checkpoint.pt")  # no export yet
+    assert cli_main(["eval", "knn", "--model", str(run), "--holdout", "0.2", "--k", "5", "--num-workers", "0"]) == 0
+    assert f"eval: dataset 'imagefolder', data {class_tree_folder.resolve()}" in capsys.readouterr().out
