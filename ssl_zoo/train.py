@@ -51,7 +51,7 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from .data.loader import build_epoch_loader, open_train_dataset
+from .data.loader import build_epoch_loader, open_train_data
 from .data.sampler import EpochShardSampler
 from .distributed import (
     CollectiveTimeoutError,
@@ -291,6 +291,7 @@ class TrainingRun:
     online_sets: tuple[Dataset, Dataset] | None  # the --knn-every bank and queries
     timeout_s: float
     view_finisher: nn.Module | None = None  # --augment-on-device: the batched photometric half of the views
+    data_record: dict[str, Any] | None = None  # what --data held (kind, dataset, path, images): config.json's data
 
     @property
     def ckpt_path(self) -> Path:
@@ -520,7 +521,7 @@ def _restore(run: TrainingRun, resume_state: dict[str, Any] | None) -> RunState:
     # the data (folder, images, fingerprint) was checked by _read_resume_state, with --allow-changed
     changed = {k: (old.get(k), v) for k, v in run_info.items()
                if old.get(k) != v
-               and k not in ("total_steps", "data", "num_images", "data_fingerprint", "bn_group_size")}
+               and k not in ("total_steps", "data", "num_images", "data_fingerprint", "data_kind", "bn_group_size")}
     if changed:
         raise ValueError(f"Cannot resume: the run geometry changed {changed} (old, new). Use the same global batch "
                          f"size, number of processes and --grad-accum as the first run.")
@@ -563,7 +564,7 @@ def _assemble_run(recipe: Recipe, method: SSLMethod | None, train_set: Dataset, 
             view_finisher = DeviceViewFinisher(method.view_names, recipe.augment).to(accelerator.device)
     sampler, steps_per_epoch = _build_sampler(train_set, per_process_batch, opts, accelerator)
     bn_group_size = _bn_group_size(recipe, method, per_process_batch, accelerator)
-    online_sets = online_knn_datasets(recipe, opts.data) if opts.knn_every else None
+    online_sets = online_knn_datasets(recipe, opts.data, opts.seed, accelerator.print) if opts.knn_every else None
     for note in _run_warnings(recipe, method, _num_images(train_set), steps_per_epoch, accelerator):
         accelerator.print(f"warning: {note}")
     total_steps = recipe.train.epochs * steps_per_epoch
@@ -604,22 +605,22 @@ def _prepare_run(recipe_or_name: str | Recipe, opts: TrainOptions, method: SSLMe
         raise UserInputError("--augment-on-device needs the recipe's own dataset: a caller's dataset brings "
                              "finished views.")
     out_dir = Path(opts.output) if opts.output is not None else Path("runs") / recipe.name
-    # The embedded digits need no folder: a folder given to a digits recipe is a user's own images.
-    folder_for_digits = opts.data is not None and recipe.dataset == "digits" and dataset is None
-    if folder_for_digits:
-        recipe = recipe.with_overrides(dataset="imagefolder")
     # Local things first: a missing or malformed dataset folder fails before any download (timm init
-    # weights) and before any stage runs. Views are attached once the method says which it needs.
-    train_set = dataset if dataset is not None else open_train_dataset(recipe, opts.data, opts.on_error)
+    # weights) and before any stage runs. Views are attached once the method says which it needs. --data is
+    # the recipe dataset's own layout, a class tree or unlabelled images: the recipe switches to its reader.
+    data_record, data_note = None, None
+    if dataset is None:
+        recipe, train_set, data_record, data_note = open_train_data(recipe, opts.data, opts.on_error)
+    else:
+        train_set = dataset
     resume = opts.resume
     if method is None:
         recipe, resume, stage_stop = _run_method_stages(recipe, out_dir, opts, custom_dataset=dataset is not None)
         if stage_stop is not None:
             return stage_stop
     accelerator, timeout_s = _start_accelerator(opts, out_dir)
-    if folder_for_digits:
-        accelerator.print(f"--data {opts.data}: recipe {recipe.name!r} trains on the embedded digits, so this "
-                          f"folder is read as 'imagefolder' (one sub-folder of images per class).")
+    if data_note:
+        accelerator.print(data_note)
     claim_run_folder(accelerator, out_dir, resume=bool(resume), overwrite=opts.overwrite)
     data_identity = _data_identity(train_set, opts.data)
     resume_state, recipe, max_steps = _read_resume_state(resume, out_dir / CHECKPOINT_NAME, recipe, opts,
@@ -629,6 +630,9 @@ def _prepare_run(recipe_or_name: str | Recipe, opts: TrainOptions, method: SSLMe
     run.run_info.update(data_identity)  # recorded in every checkpoint and the export's config.json
     if opts.on_error == "skip" and hasattr(train_set, "skip_log"):
         cast(Any, train_set).skip_log = str(out_dir / SKIPPED_NAME)
+    if data_record is not None:
+        run.data_record = data_record
+        run.run_info["data_kind"] = data_record["kind"]
     state = _restore(run, resume_state)
     if opts.log_with:
         accelerator.init_trackers(recipe.name.replace("/", "_"), config={**recipe.to_dict()["train"], **run.run_info})
@@ -728,8 +732,7 @@ def _finish_epoch(run: TrainingRun, state: RunState, runlog: RunLog, means: dict
     state.epoch += 1
     state.micro_done = 0
     knn_every = run.options.knn_every
-    if knn_every and state.epoch % knn_every == 0:
-        assert run.online_sets is not None  # built whenever knn_every is set
+    if knn_every and state.epoch % knn_every == 0 and run.online_sets is not None:  # None: no labels
         means.update(online_knn(run.method.encoder, run.online_sets, run.accelerator, run.log))
         runlog.show(loss=f"{state.last.get('loss', float('nan')):.4f}", knn=f"{means['knn_top1']:.1f}")
     skipped = _skipped_images(run)
@@ -831,8 +834,11 @@ def _export(run: TrainingRun, state: RunState) -> Path:
     if accelerator.is_main_process:
         from .export import save_encoder
         metrics = {"final_loss": state.last.get("loss"), "steps": state.step, "epochs_done": state.epoch}
-        extra = {"train": {**run.run_info, "seed": run.options.seed, "mixed_precision": accelerator.mixed_precision},
-                 "progress": _progress(run, state)}
+        extra: dict[str, Any] = {"train": {**run.run_info, "seed": run.options.seed,
+                                           "mixed_precision": accelerator.mixed_precision},
+                                 "progress": _progress(run, state)}
+        if run.data_record is not None:
+            extra["data"] = run.data_record  # read back by `ssl-zoo eval` for its default --dataset / --data
         save_encoder(run.method.encoder, run.out_dir, run.recipe, metrics=metrics, extra=extra)
         run.log(f"Exported the encoder to {run.out_dir / 'model.safetensors'} (+ config.json).")
         describe_run(run.out_dir, log=run.log)  # curves.png + README.md; never fails the run

@@ -102,3 +102,98 @@ class CrashAtFourthForward(MoCoV2):
         if self.calls == 4:
             raise RuntimeError("simulated crash")
         return super().forward(views)
+
+
+# -- a user's own images: real pictures in the layouts users bring (issue 20) -----------------------------------
+
+def _real_pictures():
+    """scikit-learn's digit scans (8x8, 0..16) and scikit-image's sample photographs, as uint8 arrays."""
+    import numpy as np
+    import skimage.data
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    scans = [(digits.images[i] * (255 / 16)).astype(np.uint8) for i in range(len(digits.images))]
+    photos = [np.asarray(getattr(skimage.data, name)()) for name in ("astronaut", "coffee", "chelsea", "camera")]
+    return digits.target, scans, photos
+
+
+# (mode, extension) of the flat folder's images, in turn: every mode each format can hold, upper-case names too
+FLAT_FORMATS = [("L", ".png"), ("RGB", ".jpg"), ("RGBA", ".png"), ("P", ".bmp"), ("I;16", ".tiff"),
+                ("L", ".JPG"), ("RGB", ".webp"), ("RGBA", ".webp"), ("P", ".png"), ("I;16", ".png"),
+                ("RGB", ".jpeg"), ("L", ".Tif")]
+FLAT_SUBFOLDERS = ["", "2019", "2019/summer", "phone/DCIM"]
+
+
+def _as_mode(rgb, mode):
+    """A PIL image of ``rgb`` (H, W, 3 uint8) in ``mode``; I;16 spans the full 16-bit range (x 257)."""
+    import numpy as np
+    from PIL import Image
+
+    image = Image.fromarray(rgb)
+    if mode == "I;16":
+        gray = np.asarray(image.convert("L"), dtype=np.uint16) * 257
+        return Image.fromarray(gray)  # Pillow picks I;16 for uint16
+    if mode == "RGBA":
+        alpha = np.full(rgb.shape[:2], 255, np.uint8)
+        alpha[: rgb.shape[0] // 4] = 0  # a transparent band: to_rgb composites it on white
+        return Image.fromarray(np.dstack([rgb, alpha]))
+    if mode == "P":
+        return image.convert("P", palette=Image.ADAPTIVE, colors=64)
+    return image.convert(mode)
+
+
+def make_flat_image_folder(root, count: int = 60):
+    """``count`` real pictures of mixed sizes (20-90 px, not square), modes (L, RGB, RGBA, P, I;16) and formats
+    (png, jpg, webp, bmp, tiff, any case) in nested subfolders, no labels; plus files that are not images."""
+    import numpy as np
+    from PIL import Image
+
+    _, scans, photos = _real_pictures()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        mode, ext = FLAT_FORMATS[i % len(FLAT_FORMATS)]
+        h, w = int(rng.integers(20, 90)), int(rng.integers(20, 90))
+        if i % 2:
+            photo = photos[i % len(photos)]
+            y, x = int(rng.integers(0, photo.shape[0] - 128)), int(rng.integers(0, photo.shape[1] - 128))
+            crop = photo[y:y + 128, x:x + 128]
+            rgb = np.dstack([crop] * 3) if crop.ndim == 2 else crop
+        else:
+            rgb = np.dstack([scans[i]] * 3)
+        rgb = np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((w, h), Image.BILINEAR))
+        folder = root / FLAT_SUBFOLDERS[i % len(FLAT_SUBFOLDERS)]
+        folder.mkdir(parents=True, exist_ok=True)
+        _as_mode(rgb, mode).save(folder / f"img_{i:03d}{ext}")
+    (root / "notes.txt").write_text("not an image")
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (root / "2019" / "._img_001.jpg").write_bytes(b"\0\5\26\7")  # a macOS resource fork: hidden, skipped
+    return root
+
+
+def make_class_tree_folder(root, classes: int = 5, per_class: int = 12):
+    """Real digit scans as a class-per-folder tree, root/digit_<c>/<j>.png|jpg, 24-40 px, RGB and L."""
+    import numpy as np
+    from PIL import Image
+
+    targets, scans, _ = _real_pictures()
+    for c in range(classes):
+        (root / f"digit_{c}").mkdir(parents=True, exist_ok=True)
+        for j, idx in enumerate(np.flatnonzero(targets == c)[:per_class]):
+            size = 24 + 4 * (j % 5)
+            image = Image.fromarray(scans[idx]).resize((size, size), Image.BILINEAR)
+            image = image.convert("RGB") if j % 2 else image
+            image.save(root / f"digit_{c}" / f"{j:02d}{'.png' if j % 3 else '.jpg'}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def flat_image_folder(tmp_path_factory):
+    """60 unlabelled real pictures, mixed sizes / modes / formats, nested (make_flat_image_folder)."""
+    return make_flat_image_folder(tmp_path_factory.mktemp("flat_images"))
+
+
+@pytest.fixture(scope="session")
+def class_tree_folder(tmp_path_factory):
+    """60 real digit scans in 5 class folders of 12 (make_class_tree_folder)."""
+    return make_class_tree_folder(tmp_path_factory.mktemp("class_tree"))

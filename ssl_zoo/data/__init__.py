@@ -18,10 +18,13 @@ from . import digits, folder  # noqa: E402,F401  (registration side effect)
 from . import cub, cars, aircraft, gtsrb, isic, cifar, stl10  # noqa: E402,F401
 from . import birdsnap, digits_textures, pets, photo_patches  # noqa: E402,F401
 from .cli import configure_parser, run_cli  # noqa: E402
-from .loader import build_train_loader  # noqa: E402
+from .loader import build_train_loader, open_train_data  # noqa: E402
+from .folder import (FolderLayout, UserImageFolder, detect_layout, list_image_files,  # noqa: E402
+                     open_user_folder)
 
 __all__ = [
     "create_dataset", "register_dataset", "list_datasets", "dataset_layout", "get_dataset_info", "DatasetInfo",
     "LabelledImageDataset", "FileImageDataset", "ArrayImageDataset", "DatasetLayoutError", "UnreadableImageError",
     "label_fraction_indices", "load_image", "to_rgb", "build_train_loader", "configure_parser", "run_cli",
+    "open_train_data", "detect_layout", "open_user_folder", "list_image_files", "FolderLayout", "UserImageFolder",
 ]

@@ -35,7 +35,7 @@ def run_cli(args: argparse.Namespace) -> int:
         return report_user_error(exc)
     print(f"{info.name}: {info.description}\nsplits: {', '.join(info.splits)}\nlayout under root:")
     print(textwrap.indent(info.layout.strip("\n"), "    "))
-    if args.data is None and info.name != "digits":
+    if args.data is None and info.reads_folder:  # an embedded dataset shows its contents without --data
         return 0
     splits = [args.split] if args.split else list(info.splits)
     status = 0

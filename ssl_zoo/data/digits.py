@@ -51,4 +51,5 @@ def build_digits(root: Path | None, split: str, **kwargs: Any) -> ArrayImageData
 
 
 register_dataset("digits", build_digits, LAYOUT, ("train", "test"),
-                 "scikit-learn handwritten digits (1,797 real 8x8 scans) as 32 px RGB; 1,257 train / 540 test")
+                 "scikit-learn handwritten digits (1,797 real 8x8 scans) as 32 px RGB; 1,257 train / 540 test",
+                 reads_folder=False)

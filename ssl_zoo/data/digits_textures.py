@@ -108,7 +108,9 @@ build_digits_textures = _builder("digits_textures", digits_textures_arrays)
 build_digits_clutter = _builder("digits_clutter", digits_clutter_arrays)
 register_dataset("digits_textures", build_digits_textures, LAYOUT, ("train", "test"),
                  "digits composited on photo/texture patches at random scale and position, 64 px; "
-                 "1,257 train / 540 test (frozen, seed 0)")
+                 "1,257 train / 540 test (frozen, seed 0)",
+                 reads_folder=False)
 register_dataset("digits_clutter", build_digits_clutter, LAYOUT, ("train", "test"),
                  "light-grey digits at random scale (24-48 px) and position on dimmed, low-contrast photo "
-                 "patches, 64 px; 1,257 train / 540 test (frozen, seed 0)")
+                 "patches, 64 px; 1,257 train / 540 test (frozen, seed 0)",
+                 reads_folder=False)

@@ -169,18 +169,38 @@ def build_train_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, 
                       generator=generator, **kwargs)
 
 
-def open_train_dataset(recipe: Recipe, data: str | None, on_error: str = "raise") -> Dataset:
-    """The recipe's training split without a transform (checks the folder layout; cheap).
+def open_train_data(recipe: Recipe, data: str | None,
+                    on_error: str = "raise") -> tuple[Recipe, Dataset, dict[str, Any], str | None]:
+    """The training split for ``recipe`` read from ``data``, whatever the folder holds (no transform; cheap).
 
-    Training attaches the views once the method says which it needs. ``on_error="skip"`` replaces
-    unreadable images (and counts them) instead of stopping the run.
+    ``data`` is read as the recipe dataset's own layout when it matches (e.g. ``stl10_binary/`` for an stl10
+    recipe), else as a class tree (``imagefolder``), else as a folder of unlabelled images (``unlabelled_images``):
+    training needs no labels. Returns the recipe (its ``dataset`` / ``train_split`` switched to the reader used),
+    the dataset, the record of what was read (``kind``, ``dataset``, ``path``, ``num_images``, ``num_classes``,
+    ``splits``: config.json's ``ssl_zoo.data``) and a console line saying so when ``data`` was given.
     """
-    from . import create_dataset
+    from .folder import detect_and_open
+    from .registry import create_dataset, get_dataset_info
 
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
-    return create_dataset(recipe.dataset, root=data, split=recipe.train_split, transform=None,
-                          on_error=cast(Literal["raise", "skip"], on_error))
+    mode = cast(Literal["raise", "skip"], on_error)
+    if data is None:
+        dataset = create_dataset(recipe.dataset, root=None, split=recipe.train_split, transform=None, on_error=mode)
+        record = {"kind": "dataset", "dataset": recipe.dataset, "path": None, "num_images": len(dataset),
+                  "num_classes": len(dataset.classes), "splits": list(get_dataset_info(recipe.dataset).splits)}
+        return recipe, dataset, record, None
+    layout, opened = detect_and_open(data, recipe.dataset, split=recipe.train_split, on_error=mode)
+    if opened is None:
+        wanted = recipe.dataset
+        recipe = recipe.with_overrides(dataset=layout.dataset, train_split="train")
+        opened = create_dataset(layout.dataset, root=layout.root, split="train", transform=None, on_error=mode)
+        note = (f"--data {data}: {layout.describe()}, read as {layout.dataset!r}"
+                + (f" (recipe {recipe.name!r} was made for {wanted!r})" if wanted != layout.dataset else "") + ".")
+    else:
+        note = f"--data {data}: {layout.describe()}."
+    record = {**layout.to_dict(), "path": str(layout.root.resolve()), "num_images": len(opened)}
+    return recipe, opened, record, note
 
 
 def build_epoch_loader(dataset: Dataset, batch_size: int, num_workers: int, sampler: Sampler,

@@ -90,4 +90,5 @@ def build_photo_patches(root: Path | None, split: str, **kwargs: Any) -> ArrayIm
 
 register_dataset("photo_patches", build_photo_patches, LAYOUT, ("train", "test"),
                  "which of 10 scikit-image photos a grey 16-48 px patch (resized to 32 px) comes from; train "
-                 "patches from each photo's left 65%, test from its right 35%; 1,260 train / 540 test (frozen, seed 0)")
+                 "patches from each photo's left 65%, test from its right 35%; 1,260 train / 540 test (frozen, seed 0)",
+                 reads_folder=False)

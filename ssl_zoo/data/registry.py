@@ -23,6 +23,9 @@ class DatasetInfo:
     layout: str
     splits: tuple[str, ...] = ("train", "test")
     description: str = ""
+    # False for the datasets made in memory (digits, photo_patches, ...): they read no folder, so a --data
+    # given to them is a mistake (ssl-zoo eval) or the user's own images (ssl-zoo train).
+    reads_folder: bool = True
 
 
 class UnknownDatasetError(UnknownNameError):
@@ -37,14 +40,15 @@ _REGISTRY: Registry[DatasetInfo] = Registry(
 
 
 def register_dataset(name: str, builder: Builder, layout: str, splits: tuple[str, ...] = ("train", "test"),
-                     description: str = "", *, overwrite: bool = False) -> None:
+                     description: str = "", *, overwrite: bool = False, reads_folder: bool = True) -> None:
     """Register ``builder(root, split, **kwargs)`` under ``name``; ``layout`` is the folder tree shown to users.
+    ``reads_folder=False``: the builder ignores ``root`` (an embedded or generated dataset).
 
     Registering the same builder again replaces its description (a re-imported module); another builder under
     a taken name raises ``DuplicateNameError`` unless ``overwrite``.
     """
     same_builder = name in _REGISTRY and _REGISTRY.get(name).builder is builder
-    _REGISTRY.register(name, DatasetInfo(name, builder, layout, tuple(splits), description),
+    _REGISTRY.register(name, DatasetInfo(name, builder, layout, tuple(splits), description, reads_folder),
                        overwrite=overwrite or same_builder)
 
 

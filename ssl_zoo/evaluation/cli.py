@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +105,7 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
     if accelerator.is_main_process:
         row = markdown_row(result)
+        print(markdown_header(args.protocol))
         print(row)
         if args.output:
             write_json(Path(args.output), result)
@@ -135,7 +136,7 @@ def _validate(args: argparse.Namespace) -> None:
         raise UserInputError(f"--label-fraction must be in (0, 1], got {args.label_fraction}.")
     if args.label_fraction < 1.0 and args.protocol not in ("linear", "finetune", "crop-robustness"):
         raise UserInputError("--label-fraction applies to the linear probe and fine-tuning only.")
-    if any(k < 1 for k in args.k):
+    if any(k < 1 for k in args.k or ()):
         raise UserInputError(f"--k values must be >= 1, got {args.k}.")
     if args.holdout is not None and not 0.0 < args.holdout < 1.0:
         raise UserInputError(f"--holdout is a fraction in (0, 1), got {args.holdout}.")
@@ -155,6 +156,7 @@ def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[st
 
     start = time.time()
     set_seed(args.seed)
+    resolve_eval_data(args, accelerator.print)
     eval_split(args, args.test_split, transform=None)  # a missing or malformed folder fails before any download
     encoder, model_info = load_encoder(args.model, pretrained=args.pretrained, checkpoint=args.checkpoint)
     model_info.update(architecture=type(encoder).__name__ if not getattr(encoder, "pretrained_cfg", None)
@@ -185,6 +187,116 @@ def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[st
                         world_size=accelerator.num_processes)
 
 
+# ------------------------------------------------------------------------- which data (issue 20)
+def resolve_eval_data(args: argparse.Namespace, log: Callable[..., Any] = print) -> None:
+    """Fill ``args.dataset`` / ``args.data`` and say which: given ``--dataset`` as asked (an embedded dataset
+    refuses ``--data``); else ``--data``'s layout (the model's dataset's own, a class tree, or unlabelled);
+    else the data the model trained on (its config.json, checkpoint or recipe); else the embedded digits.
+    Unlabelled images end in a one-line "needs labels" error."""
+    from ..data import detect_layout, get_dataset_info
+    from ..errors import UserInputError
+
+    kind = None
+    if args.dataset is not None:
+        origin = "--dataset"
+        if args.data is not None and not get_dataset_info(args.dataset).reads_folder:
+            raise UserInputError(f"--data {args.data}: dataset {args.dataset!r} reads no folder (it is built in "
+                                 f"memory). Drop --data, or drop --dataset to evaluate on the folder's own images.")
+        if args.dataset in ("imagefolder", "unlabelled_images") and args.data is not None:
+            kind = detect_layout(args.data).kind
+    else:
+        record, where = model_data_record(args)
+        if args.data is not None:
+            layout = detect_layout(args.data, record["dataset"] if record else None,
+                                   split="train" if getattr(args, "holdout", None) else args.train_split)
+            args.dataset, kind, origin = layout.dataset, layout.kind, f"--data: {layout.describe()}"
+        elif record is not None:
+            args.dataset, kind, origin = record["dataset"], record.get("kind"), f"the training data of {where}"
+            path = record.get("path")
+            if get_dataset_info(args.dataset).reads_folder:
+                if not path or not Path(path).exists():
+                    raise UserInputError(
+                        f"{args.model} was trained on {args.dataset!r}"
+                        + (f" in {path}, which is not on this machine" if path else "")
+                        + f": pass --data ROOT (`ssl-zoo datasets {args.dataset}` shows its layout), or another "
+                          f"--dataset NAME.")
+                args.data = path
+        else:
+            args.dataset, origin = "digits", "the default: the model records no training data"
+    log(f"eval: dataset {args.dataset!r}" + (f", data {args.data}" if args.data else "") + f" ({origin})")
+    if kind == "unlabelled" or args.dataset == "unlabelled_images":
+        raise UserInputError(
+            f"{args.protocol} needs labels, but {args.data} is a folder of unlabelled images (no class folders). "
+            f"Evaluate on a class tree (<class>/*.jpg, >= 2 classes) with --data TREE --holdout 0.2, or on a "
+            f"labelled dataset with --dataset NAME.")
+
+
+def model_data_record(args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
+    """What the model named by ``args.model`` trained on (``kind``, ``dataset``, ``path``), and where that is
+    written: a run / export folder's config.json (``ssl_zoo.data``, or ``ssl_zoo.dataset`` + ``train.data``), an
+    unfinished run's checkpoint, a Hub repo's config.json (its path is another machine's: dropped) or a recipe.
+    None when nothing says (an unreadable folder is reported later, by the model loader)."""
+    spec = args.model
+    if spec.startswith("hf-hub:"):
+        from ..errors import SslZooError
+        from ..weights import resolve_source
+
+        try:
+            config = resolve_source(spec).config or {}
+        except (SslZooError, OSError, ValueError):  # load_encoder reports a broken or unreachable repo in one line
+            return None, spec
+        record = _record_from_config(config)
+        if record is not None:
+            record["path"] = None
+        return record, spec
+    path = Path(spec).expanduser()
+    if path.exists():
+        return _record_from_folder(path), str(path)
+    from ..recipe import list_models
+
+    if spec in list_models():
+        from ..recipe import get_recipe
+
+        return {"kind": "dataset", "dataset": get_recipe(spec).dataset, "path": None}, f"recipe {spec}"
+    return None, spec
+
+
+def _record_from_folder(path: Path) -> dict[str, Any] | None:
+    from ..checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from ..errors import SslZooError
+    from ..export import read_encoder_config
+    from ..weights import find_model_dir
+
+    try:
+        return _record_from_config(read_encoder_config(find_model_dir(path)))
+    except (SslZooError, OSError, ValueError):
+        pass
+    state = path if path.is_file() else path / CHECKPOINT_NAME
+    if not state.is_file():
+        return None
+    try:
+        stored = load_checkpoint(state)
+    except (SslZooError, OSError, ValueError, RuntimeError):
+        return None
+    dataset = (stored.get("recipe") or {}).get("dataset")
+    run = stored.get("run") or {}
+    return _record(dataset, run.get("data_kind"), run.get("data")) if dataset else None
+
+
+def _record_from_config(config: dict[str, Any]) -> dict[str, Any] | None:
+    info = config.get("ssl_zoo") or {}
+    if isinstance(info.get("data"), dict) and info["data"].get("dataset"):
+        return dict(info["data"])
+    if not info.get("dataset"):
+        return None
+    return _record(info["dataset"], None, (info.get("train") or {}).get("data"))
+
+
+def _record(dataset: str, kind: str | None, path: str | None) -> dict[str, Any]:
+    guessed = {"imagefolder": "class_tree", "unlabelled_images": "unlabelled"}.get(dataset, "dataset")
+    return {"kind": kind or guessed, "dataset": dataset, "path": path}
+
+
 def _run_knn(args, encoder, image_size, accelerator):
     from ..transforms import eval_transform
     from .features import extract_features
@@ -193,6 +305,12 @@ def _run_knn(args, encoder, image_size, accelerator):
     transform = eval_transform(encoder, image_size)
     train = eval_split(args, args.train_split, transform)
     test = eval_split(args, args.test_split, transform)
+    if args.k is None:  # the defaults adapt to a small bank; an explicit k never changes silently
+        from .metrics import DEFAULT_KNN_K, clamp_k
+
+        args.k, note = clamp_k(DEFAULT_KNN_K, len(train))
+        if note:
+            accelerator.print(f"note: {note} (split {args.train_split!r}).")
     if max(args.k) > len(train):
         from ..errors import UserInputError
         raise UserInputError(f"--k {max(args.k)} is larger than the k-NN bank ({len(train)} images of split "

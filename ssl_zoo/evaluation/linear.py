@@ -8,7 +8,9 @@ Accuracies are fractions in [0, 1].
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +120,7 @@ def linear_probe_on_features(train_features: Tensor, train_labels: Tensor, test_
     x, y = train_features.to(device).float(), train_labels.to(device).long()
     n = x.shape[0]
     loss_sum = 0.0
+    losses: list[float] = []
     for epoch in range(cfg.epochs):
         _set_lr(optimizer, cfg.lr_at(epoch))
         order = torch.randperm(n, generator=generator).to(device)
@@ -129,7 +132,9 @@ def linear_probe_on_features(train_features: Tensor, train_labels: Tensor, test_
             loss.backward()
             optimizer.step()
             loss_sum += loss.item() * idx.numel()
+        losses.append(loss_sum / n)
         _log(log, log_every, epoch, cfg, loss_sum / n)
+    _warn_if_diverging(losses, num_classes, cfg.lr, float(x.pow(2).sum(dim=1).mean()), log)
     with torch.no_grad():
         logits = fc(test_features.to(device).float())
     out = {**_evaluate_logits(logits.cpu(), test_labels.cpu()), "train_loss": loss_sum / n,
@@ -169,6 +174,8 @@ def linear_probe(encoder: nn.Module, train_dataset: Dataset, test_dataset: Datas
     if accelerator is not None:
         fc, optimizer, loader = accelerator.prepare(fc, optimizer, loader)
     train_loss = float("nan")
+    losses: list[float] = []
+    sq_norm_sum, sq_norm_count = 0.0, 0  # the features' mean squared norm (first epoch, this process)
     for epoch in range(cfg.epochs):
         _set_lr(optimizer, cfg.lr_at(epoch))
         if hasattr(loader, "set_epoch"):
@@ -180,12 +187,18 @@ def linear_probe(encoder: nn.Module, train_dataset: Dataset, test_dataset: Datas
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True).long()
             with torch.no_grad():
                 features = _as_features(encoder(images))
+                if epoch == 0:
+                    sq_norm_sum += float(features.float().pow(2).sum())
+                    sq_norm_count += features.shape[0]
             loss = F.cross_entropy(fc(features.float()), labels)
             optimizer_step(loss, optimizer, accelerator)
             loss_sum += loss.detach() * labels.numel()
             count += labels.numel()
         train_loss = mean_over_processes(loss_sum, count, accelerator)
+        losses.append(train_loss)
         _log(log, log_every, epoch, cfg, train_loss)
+    if accelerator is None or accelerator.is_main_process:  # said once
+        _warn_if_diverging(losses, num_classes, cfg.lr, sq_norm_sum / max(sq_norm_count, 1), log)
     head = accelerator.unwrap_model(fc) if accelerator is not None else fc
     logits, labels = extract_features(nn.Sequential(encoder, head), test_dataset, batch_size=cfg.batch_size // world,
                                       num_workers=num_workers, accelerator=accelerator, device=device)
@@ -217,6 +230,45 @@ def _feature_dim(encoder: nn.Module, dataset: Dataset, device: torch.device) -> 
 def _log(log: Callable[[str], None] | None, every: int, epoch: int, cfg: LinearProbeCfg, loss: float) -> None:
     if log is not None and ((epoch + 1) % max(1, every) == 0 or epoch + 1 == cfg.epochs):
         log(f"epoch {epoch + 1}/{cfg.epochs} lr {cfg.lr_at(epoch):.4g} train loss {loss:.4f}")
+
+
+# A loss above this many times chance level (ln C) has exploded: the classifier starts at about ln C.
+EXPLODED_FACTOR = 10.0
+# lr x mean squared feature norm is the size of one SGD step in logit units; about 5 trains smoothly.
+STABLE_STEP = 5.0
+
+
+def divergence_warning(losses: Sequence[float], num_classes: int, lr: float, mean_sq_norm: float) -> str | None:
+    """One line when the probe's per-epoch train loss exploded (above 10 x ln C) or ended above where it began,
+    naming the likely cause: an lr too large for the features' scale (the MoCo protocol's lr 30 assumes small
+    features; the probe uses them unnormalised). None when the loss behaved."""
+    if not losses:
+        return None
+    chance = math.log(max(num_classes, 2))
+    exploded = not all(math.isfinite(v) for v in losses) or max(losses) > EXPLODED_FACTOR * chance
+    rose = len(losses) > 1 and losses[-1] > 1.01 * losses[0]
+    if not (exploded or rose):
+        return None
+    step = lr * mean_sq_norm
+    suggest = f"{STABLE_STEP / mean_sq_norm:.1g}" if mean_sq_norm > 0 else "a smaller value"
+    def loss(v: float) -> str:
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
+
+    return (f"warning: the linear probe's train loss {'exploded' if exploded else 'rose'} (epoch 1 {loss(losses[0])}, "
+            f"max {loss(max(losses))}, last {loss(losses[-1])}; chance level ln {num_classes} = {chance:.2f}): lr "
+            f"{lr:g} is too large for these unnormalised features (mean squared norm {mean_sq_norm:.3g}, so one step "
+            f"moves the logits by about lr x |x|^2 = {step:.3g}); try --lr {suggest}.")
+
+
+def _warn_if_diverging(losses: Sequence[float], num_classes: int, lr: float, mean_sq_norm: float,
+                       log: Callable[[str], None] | None) -> None:
+    message = divergence_warning(losses, num_classes, lr, mean_sq_norm)
+    if message is None:
+        return
+    if log is not None:
+        log(message)
+    else:
+        warnings.warn(message.removeprefix("warning: "), RuntimeWarning, stacklevel=3)
 
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -21,6 +21,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 DEFAULT_CHUNK_SIZE = 256
+DEFAULT_KNN_K = (20, 200)  # InstDisc / solo-learn's k; `ssl-zoo eval knn` clamps them to a small bank
+
+
+def clamp_k(ks: tuple[int, ...] | list[int], bank_size: int) -> tuple[list[int], str | None]:
+    """``ks`` with each k at most ``bank_size`` (duplicates dropped, order kept), and a note naming what
+    changed (None when nothing did): small own data has fewer images than the default k=200."""
+    if bank_size < 1:
+        raise ValueError("the k-NN bank is empty; the train split has no images.")
+    clamped = list(dict.fromkeys(min(int(k), bank_size) for k in ks))
+    changed = [k for k in ks if k > bank_size]
+    if not changed:
+        return clamped, None
+    return clamped, (f"k {', '.join(map(str, changed))} -> {bank_size}: the k-NN bank has only {bank_size} images; "
+                     f"k = {', '.join(map(str, clamped))} used")
 
 
 def _check_features(features: Tensor, labels: Tensor, what: str) -> None:

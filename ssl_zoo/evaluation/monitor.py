@@ -14,19 +14,43 @@ from ..recipe import Recipe
 from .features import extract_features
 from .metrics import knn_accuracy
 
+KNN_HOLDOUT = 0.2  # the share of a class tree without a test split that --knn-every queries
 
-def online_knn_datasets(recipe: Recipe, data: str | None) -> tuple[Dataset, Dataset]:
-    """The labelled (bank, queries) pair for --knn-every: the recipe dataset's train and test splits, eval view."""
-    from ..data import create_dataset
+
+def online_knn_datasets(recipe: Recipe, data: str | None, seed: int = 0,
+                        log: Callable[[str], Any] = print) -> tuple[Dataset, Dataset] | None:
+    """The labelled (bank, queries) pair for --knn-every, eval view: the recipe dataset's train and test splits;
+    for a class tree without a test split, a seeded class-stratified 20% of it (queries) and the rest (bank).
+    None, said once through ``log``, when the data has no labels (an unlabelled folder): the monitor is off."""
+    from ..data import create_dataset, get_dataset_info
+    from ..data.base import stratified_split
     from ..transforms import build_view_transform
 
+    if recipe.dataset == "unlabelled_images":
+        log(f"--knn-every: {data} holds no labels (an unlabelled folder), so the k-NN and collapse monitor is "
+            f"off; a class-per-folder tree (<class>/*.jpg, >= 2 classes) turns it on.")
+        return None
     transform = build_view_transform("eval", recipe.augment)
     try:
+        if recipe.dataset == "imagefolder" and not (data is not None and _has_test_folder(data)):
+            full = create_dataset("imagefolder", root=data, split="train", transform=transform)
+            bank, queries = stratified_split(full.targets, KNN_HOLDOUT, seed=seed)
+            log(f"--knn-every: k-NN queries are a seeded, class-stratified {KNN_HOLDOUT:.0%} of the class tree "
+                f"({len(queries)} images, seed {seed}), the bank the other {len(bank)}; training uses all images "
+                f"(without labels).")
+            return full.subset(bank), full.subset(queries)
+        splits = get_dataset_info(recipe.dataset).splits
         return tuple(create_dataset(recipe.dataset, root=data, split=split, transform=transform)  # type: ignore
-                     for split in ("train", "test"))
+                     for split in ("train", "test" if "test" in splits else "val"))
     except (ValueError, FileNotFoundError) as exc:
         raise UserInputError(f"--knn-every needs labelled 'train' and 'test' splits of {recipe.dataset!r}: "
                              f"{one_line(exc)}") from None
+
+
+def _has_test_folder(data: str) -> bool:
+    from pathlib import Path
+
+    return any((Path(data) / name).is_dir() for name in ("test", "val"))
 
 
 def online_knn(encoder: nn.Module, sets: tuple[Dataset, Dataset], accelerator: Any,

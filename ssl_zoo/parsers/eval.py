@@ -62,8 +62,12 @@ def configure_protocol_parser(parser: argparse.ArgumentParser, protocol: str) ->
                "or a local run/model folder with model.safetensors + config.json")
     o.add(p, "--pretrained", action="store_true", help="load the recipe's published weights")
     o.add(p, "--checkpoint", default=None, help="weights file or folder for a recipe name")
-    o.add(p, "--dataset", default="digits", help="create_dataset name (default: the embedded digits)")
-    o.add(p, "--data", default=None, metavar="ROOT", help="dataset root folder (digits needs none)")
+    o.add(p, "--dataset", default=None,
+          help="create_dataset name (default: what the model trained on, from its config.json; with --data, the "
+               "folder's layout; else the embedded digits)")
+    o.add(p, "--data", default=None, metavar="ROOT",
+          help="dataset root folder (default: the model's training data); a class tree without a test/ folder "
+               "needs --holdout")
     o.add(p, "--train-split", default="train",
           help="split the classifier / k-NN bank uses" if protocol != "retrieval"
           else "split --holdout divides (retrieval itself reads only --test-split)")
@@ -86,7 +90,8 @@ def configure_protocol_parser(parser: argparse.ArgumentParser, protocol: str) ->
           help="replace unreadable/truncated images (a warning names each) instead of stopping")
 
     knn = p.add_argument_group("k-NN")
-    o.add(knn, "--k", type=int, nargs="+", default=[20, 200], only={"knn"}, help="neighbour counts (default 20 200)")
+    o.add(knn, "--k", type=int, nargs="+", default=None, only={"knn"},
+          help="neighbour counts (default 20 200, each clamped to the bank's size with a note)")
     o.add(knn, "--temperature", type=float, default=0.07, only={"knn"}, help="vote weight exp(s / T) (default 0.07)")
 
     lin = p.add_argument_group("classifier training" if protocol in FINETUNING else

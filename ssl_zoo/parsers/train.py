@@ -6,7 +6,9 @@ import argparse
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="recipe name (see `ssl-zoo list`)")
-    parser.add_argument("--data", default=None, help="dataset folder (a digits recipe reads it as imagefolder)")
+    parser.add_argument("--data", default=None,
+                        help="dataset folder: the recipe dataset's own layout, a class-per-folder tree, or any folder "
+                             "of images (unlabelled, searched recursively)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs (default: the recipe's); with --resume, a larger value extends the run")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -35,8 +37,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="DataLoader workers only decode, crop and flip; colour jitter, grayscale and blur run "
                              "batched on the training device (needs kornia; for GPUs starved by their loaders)")
     parser.add_argument("--knn-every", type=int, default=None, metavar="N",
-                        help="every N epochs: k-NN top-1 (k=20) on the dataset's test split and the collapse "
-                             "monitor, logged to log.jsonl, the progress bar and trackers")
+                        help="every N epochs: k-NN top-1 (k=20) on the dataset's test split (a class tree without "
+                             "one: a seeded 20%% of it) and the collapse monitor, logged to log.jsonl, the progress "
+                             "bar and trackers; off (said once) on unlabelled images")
     parser.add_argument("--grad-accum", type=int, default=1,
                         help="micro-steps per optimiser step; the global --batch-size is split over them (default 1)")
     parser.add_argument("--seed", type=int, default=0,
