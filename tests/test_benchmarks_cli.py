@@ -52,11 +52,11 @@ def test_knn_json_markdown_and_metrics_match_the_library(model_dir, tmp_path):
                 "world_size", "model_index", "command"):
         assert key in result, key
     assert result["protocol"] == "knn" and result["settings"]["image_size"] == 16
-    from ssl_zoo.data.fingerprint import dataset_fingerprint
+    from ssl_zoo.data.fingerprint import splits_fingerprint
 
     assert result["dataset"] == {"name": TINY_DATASET, "root": None, "train_split": "train", "num_train": 41,
                                  "test_split": "test", "num_test": 23, "num_classes": 10,
-                                 "fingerprint": dataset_fingerprint(TINY_DATASET, None)}
+                                 "fingerprint": splits_fingerprint(TINY_DATASET, None, ["train", "test"])}
     train_f, train_l = _tiny_features(model_dir, "train")
     test_f, test_l = _tiny_features(model_dir, "test")
     expected = 100 * knn_accuracy(train_f, train_l, test_f, test_l, k=5, num_classes=10)

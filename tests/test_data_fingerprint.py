@@ -56,3 +56,13 @@ def test_a_dataset_without_files_or_arrays_has_none() -> None:
 
     with pytest.raises(TypeError, match="Cannot fingerprint a TensorDataset"):
         dataset_fingerprint(TensorDataset(torch.zeros(2)))
+
+
+def test_the_splits_fingerprint_names_every_split_read() -> None:
+    from ssl_zoo.data.fingerprint import splits_fingerprint
+
+    train = dataset_fingerprint("digits", None)
+    both = splits_fingerprint("digits", None, ["train", "test"])
+    assert splits_fingerprint("digits", None, ["train"]) == train  # one split: that split's own fingerprint
+    assert both not in (train, dataset_fingerprint("digits", None, split="test"))
+    assert splits_fingerprint("digits", None, ["test", "train"]) == both  # order does not matter

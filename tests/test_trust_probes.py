@@ -75,7 +75,7 @@ def one_line_error(call: Callable[[], Any]) -> dict[str, Any]:
 # -- goal 2: every result is bound to what it measured ---------------------------------------------------
 
 def eval_records_binding(ctx: Ctx) -> dict[str, Any]:
-    from ssl_zoo.data.fingerprint import dataset_fingerprint
+    from ssl_zoo.data.fingerprint import splits_fingerprint
     from ssl_zoo.weights import build_model, local_source, read_state_dict, sha256_file, state_dict_sha256
 
     model = ctx.export("bound")
@@ -84,7 +84,7 @@ def eval_records_binding(ctx: Ctx) -> dict[str, Any]:
     return {"model": result["model"], "dataset": result["dataset"], "protocol": result["protocol"],
             "file_sha": sha256_file(model / "model.safetensors"),
             "state_sha": state_dict_sha256(read_state_dict(model / "model.safetensors")),
-            "loaded_state_sha": state_dict_sha256(loaded), "fingerprint": dataset_fingerprint("digits", None),
+            "loaded_state_sha": state_dict_sha256(loaded), "fingerprint": splits_fingerprint("digits", None, ["train", "test"]),
             "split": result["model_index"]["knn_top1_k5"]["split"],
             "mi_protocol": result["model_index"]["knn_top1_k5"].get("protocol")}
 

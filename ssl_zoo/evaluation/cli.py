@@ -179,7 +179,9 @@ def run_benchmark(args: argparse.Namespace, accelerator: Accelerator) -> dict[st
     settings.update(image_size=image_size, batch_size=args.batch_size, seed=args.seed)
     from ..data.fingerprint import splits_fingerprint
 
-    splits = [args.test_split] if args.protocol == "retrieval" else [args.train_split, args.test_split]
+    # the splits read from disk: --holdout carves both parts out of the train split
+    splits = ["train"] if getattr(args, "holdout", None) else (
+        [args.test_split] if args.protocol == "retrieval" else [args.train_split, args.test_split])
     dataset = {"name": args.dataset, "root": args.data,
                "fingerprint": splits_fingerprint(args.dataset, args.data, splits),
                **dataset_info}
