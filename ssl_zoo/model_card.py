@@ -49,8 +49,9 @@ def _metric_items(config: Mapping[str, Any], evaluation: bool = True) -> list[di
     A metric is ``name: number`` or ``name: {value, dataset?, split?, task?, protocol?, baseline?}``
     (``baseline``: ``{value, init, bn_stats}``, the same method's untrained encoder measured the same way).
     A bare number's split and protocol come from ``ssl_zoo.eval`` (``{dataset, split, protocol}``, the demo's);
-    a ``NAME_before`` number is ``NAME``'s baseline (the randomly initialised encoder training started from,
-    BatchNorm statistics at init). ``evaluation`` selects the evaluation metrics (``EVAL_METRIC_HINTS`` or an
+    a ``NAME_before`` number is ``NAME``'s baseline (the randomly initialised encoder training started from; its
+    BatchNorm statistics recomputed on the training images where ``NAME_init_bn_before`` stands beside it, else at
+    init). ``evaluation`` selects the evaluation metrics (``EVAL_METRIC_HINTS`` or an
     explicit ``task``), else the other numbers.
     """
     info = config.get("ssl_zoo") or {}
@@ -76,7 +77,10 @@ def _metric_items(config: Mapping[str, Any], evaluation: bool = True) -> list[di
         if baseline is None and isinstance(before, (int, float)) and not isinstance(before, bool):
             seed = (info.get("demo") or info.get("train") or {}).get("seed")
             init = "random init" + (f", seed {seed}" if seed is not None else "") + ", the run's starting point"
-            baseline = {"value": before, "init": init, "bn_stats": "init"}
+            # the demo records both: NAME_before (BN statistics recomputed, ssl_zoo.evaluation.baseline) and
+            # NAME_init_bn_before (initial statistics); a record with only NAME_before predates the recomputation
+            recomputed = f"{name}_init_bn_before" in raw_metrics
+            baseline = {"value": before, "init": init, "bn_stats": "recomputed" if recomputed else "init"}
         task = spec.get("task") or "image-classification"
         out.append({"name": name, "value": value, "dataset": spec.get("dataset") or default_dataset,
                     "split": spec.get("split") or evaluated.get("split"), "task": task,

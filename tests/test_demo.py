@@ -47,6 +47,12 @@ def test_demo_runs_and_records_before_and_after(tmp_path: Path, capsys) -> None:
     assert metrics["knn20"] == pytest.approx(after["knn20"])
     assert metrics["knn20_before"] == pytest.approx(before["knn20"])
     assert config["ssl_zoo"]["train"]["global_batch"] == 32
+    # the card shows the recomputed-statistics baseline beside each score, and says which statistics it used
+    from ssl_zoo.model_card import _metric_items
+
+    items = {m["name"]: m for m in _metric_items(config)}
+    assert items["knn20"]["baseline"]["value"] == pytest.approx(before["knn20"])
+    assert items["knn20"]["baseline"]["bn_stats"] == "recomputed"
 
 
 TINY_CLI = ["--set", "arch=test_resnet", "--set", "model_args={}", "--set", "queue_size=64", "--set",
@@ -84,11 +90,14 @@ def test_a_stopped_demo_exits_3_and_resumes(tmp_path: Path, capsys) -> None:
     assert proc.returncode == 3, stderr[-3000:]
     assert "Traceback" not in stderr and f"ssl-zoo demo --output {out} --resume" in stderr
     # the "before" number was printed before training started, i.e. before any step was logged
-    assert "k-NN of the untrained encoder (seed 0) on the digits test split: k=20 " in stdout
+    assert ("k-NN of the untrained encoder (seed 0, BatchNorm statistics recomputed on the training images) on the "
+            "digits test split: k=20 ") in stdout
+    assert "(initial BatchNorm statistics: k=20 " in stdout
     stopped = load_checkpoint(out)["step"]
     assert stopped >= 1 and not (out / "model.safetensors").exists()
     record = json.loads((out / "demo.json").read_text())
-    assert record["finished"] is False and set(record["before"]) == {"knn20", "knn200"}
+    assert record["finished"] is False
+    assert set(record["before"]) == {"knn20", "knn200", "knn20_init_bn", "knn200_init_bn"}
 
     # A plain `demo` on the stopped run neither replaces it nor starts over.
     assert cli_main(["demo", "--output", str(out), *TINY_CLI]) == 2

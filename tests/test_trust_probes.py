@@ -84,7 +84,8 @@ def eval_records_binding(ctx: Ctx) -> dict[str, Any]:
     return {"model": result["model"], "dataset": result["dataset"], "protocol": result["protocol"],
             "file_sha": sha256_file(model / "model.safetensors"),
             "state_sha": state_dict_sha256(read_state_dict(model / "model.safetensors")),
-            "loaded_state_sha": state_dict_sha256(loaded), "fingerprint": splits_fingerprint("digits", None, ["train", "test"]),
+            "loaded_state_sha": state_dict_sha256(loaded),
+            "fingerprint": splits_fingerprint("digits", None, ["train", "test"]),
             "split": result["model_index"]["knn_top1_k5"]["split"],
             "mi_protocol": result["model_index"]["knn_top1_k5"].get("protocol")}
 
