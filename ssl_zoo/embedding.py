@@ -31,52 +31,35 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
     from torch import Tensor, nn
 
-# torchvision's ImageFolder extensions (what `train --data` reads), any case
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 EMBEDDING_SUFFIXES = (".safetensors", ".npy")
 TABLE_SUFFIXES = (".csv", ".parquet")
 UNREADABLE = -2  # the label code of an image that could not be decoded (unlabelled images are -1)
-SPLIT_FOLDERS = ("train", "val", "test")
 
 
 class EmbedError(UserInputError):
     """A problem with ``embed``'s arguments or files (one line, exit 2)."""
 
 
-# -- reading a folder (the one place: swap for ssl_zoo.data.folder's reader here) ---------------------------------
-
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+# -- reading a folder: as training and evaluation read it ------------------------------------------------------
 
 
 def list_images(folder: str | Path) -> tuple[list[str], list[int] | None, list[str]]:
-    """``(relative paths, labels or None, class names)`` of the images under ``folder``, sorted.
+    """``(relative paths, labels or None, class names)`` of the images under ``folder``, in dataset order.
 
-    A class tree (no image at the top level, every image inside a first-level folder, none of them named
-    train/val/test) is read by ``create_dataset("imagefolder", ...)``: labels are the indices of the sorted folder
-    names. Anything else is listed recursively, unlabelled (labels None, no classes).
+    The folder is read as training and evaluation read it (``ssl_zoo.data.folder.open_user_folder``): a class
+    tree (every image one folder deep, >= 2 classes, train/val/test split folders merged) gives labels, the
+    indices of the sorted class names; anything else is every image found recursively, unlabelled (labels None).
     """
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise EmbedError(f"--data {folder}: {'no such folder' if not root.exists() else 'not a folder'}; "
                          f"give a folder of images (flat, nested, or one sub-folder per class).")
-    top = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    subdirs = [p for p in top if p.is_dir()]
-    class_tree = (subdirs and not any(p.is_file() and _is_image(p) for p in top)
-                  and not any(p.name.lower() in SPLIT_FOLDERS for p in subdirs))
-    if class_tree:
-        from .data import create_dataset
+    from .data.folder import open_user_folder
 
-        dataset: Any = create_dataset("imagefolder", str(root), split="train")  # a FileImageDataset
-        paths = [Path(p).relative_to(root).as_posix() for p in dataset.paths]
-        return paths, list(dataset.targets), list(dataset.classes)
-    found = sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                   if p.is_file() and _is_image(p) and not any(part.startswith(".") for part in
-                                                                p.relative_to(root).parts))
-    if not found:
-        raise EmbedError(f"--data {folder}: no image files found (looked for {', '.join(IMAGE_EXTENSIONS)}, "
-                         f"recursively).")
-    return found, None, []
+    images = open_user_folder(root)
+    if images.layout.kind == "unlabelled":
+        return list(images.relative_paths), None, []
+    return list(images.relative_paths), [int(t) for t in images.targets], list(images.classes)
 
 
 # -- the dataset: unreadable images are marked, not replaced ----------------------------------------------------

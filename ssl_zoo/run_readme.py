@@ -114,8 +114,10 @@ def render_readme(run: Path, config: Mapping[str, Any], last: Mapping[str, Any],
         rows.append(("feature std (collapse)", f"{last['feature_std']:.3g}{healthy}"))
     table = "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
     resume_data = f" --data {data}" if data else ""
-    eval_data = (" --dataset imagefolder --data " + data + " --holdout 0.2") if data else \
-        ("" if dataset == "digits" else f" --dataset {dataset} --data DATA")
+    # `ssl-zoo eval` reads the run's own data by default (config.json's ssl_zoo.data); only labels can be missing
+    kind = (info.get("data") or {}).get("kind") or train.get("data_kind")
+    eval_data = {"unlabelled": " --data CLASS_TREE --holdout 0.2  # needs labels: a folder per class",
+                 "class_tree": " --holdout 0.2  # a seeded 20% of each class is scored"}.get(kind or "", "")
     embed_data = data or "FOLDER"
     curves = "![training curves](curves.png)\n\n" if (run / "curves.png").is_file() else ""
     evals = "\n".join([EVAL_HEADER, *eval_rows]) if eval_rows else NO_EVAL.format(run=path)

@@ -197,3 +197,28 @@ def flat_image_folder(tmp_path_factory):
 def class_tree_folder(tmp_path_factory):
     """60 real digit scans in 5 class folders of 12 (make_class_tree_folder)."""
     return make_class_tree_folder(tmp_path_factory.mktemp("class_tree"))
+
+
+@pytest.fixture(scope="module")
+def local_hub():
+    """tests/hub_server.py's Hub, with huggingface_hub (and so timm) pointed at it for one module. The endpoint
+    constants are read once at import, hence patched here rather than set in the environment."""
+    import sys
+    from pathlib import Path
+
+    from huggingface_hub import constants
+    from huggingface_hub.utils import disable_progress_bars
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from hub_server import HubServer
+
+    disable_progress_bars()
+    with HubServer() as hub, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(constants, "ENDPOINT", hub.url)
+        mp.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
+        mp.setattr(constants, "HF_HUB_DISABLE_XET", True)  # classic LFS uploads (no Xet in the test server)
+        mp.setenv("HF_TOKEN", HUB_TOKEN)
+        yield hub
+
+
+HUB_TOKEN = "hf_test_secret_do_not_print_1234"

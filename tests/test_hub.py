@@ -11,7 +11,6 @@ import pytest
 import timm
 import torch
 from huggingface_hub import HfApi, ModelCard, constants
-from huggingface_hub.utils import disable_progress_bars
 
 import ssl_zoo
 from ssl_zoo import hub as H
@@ -19,24 +18,17 @@ from ssl_zoo.cli import main as cli_main
 from ssl_zoo.export import read_encoder_config, save_encoder
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hub_server import HubServer  # noqa: E402
 
-TOKEN = "hf_test_secret_do_not_print_1234"
+from conftest import HUB_TOKEN as TOKEN  # noqa: E402
+
 # The digits demo recipe on timm's tiny test_resnet with a small queue: trains in a few steps.
 RECIPE = ssl_zoo.get_recipe("moco_v2_r18_digits").with_overrides(arch="test_resnet", model_args={}, queue_size=64)
 
 
 @pytest.fixture(scope="module")
-def server():
-    """The test Hub, with huggingface_hub (and so timm) pointed at it for this module. The endpoint
-    constants are read once at import, hence patched here rather than set in the environment."""
-    disable_progress_bars()
-    with HubServer() as hub, pytest.MonkeyPatch.context() as mp:
-        mp.setattr(constants, "ENDPOINT", hub.url)
-        mp.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", hub.url + "/{repo_id}/resolve/{revision}/{filename}")
-        mp.setattr(constants, "HF_HUB_DISABLE_XET", True)  # classic LFS uploads (no Xet in the test server)
-        mp.setenv("HF_TOKEN", TOKEN)
-        yield hub
+def server(local_hub):
+    """The test Hub (conftest.local_hub), with huggingface_hub and timm pointed at it for this module."""
+    return local_hub
 
 
 @pytest.fixture
