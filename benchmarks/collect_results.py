@@ -19,6 +19,10 @@ RESULTS = ROOT / "docs" / "results"
 
 SECTIONS = [
     ("`ssl-zoo demo`: MoCo v2 on the embedded digits, k-NN before and after", ["demo_digits.md"]),
+    ("Same-start baselines: each method against its own untrained encoder (photo_patches and digits, 3 seeds), "
+     "and a peer check with lightly", ["photo_patches_same_start.md", "digits_same_start.md",
+                                        "peer_check_photo_patches.md", "same_start_notes.md",
+                                        "photo_patches_untrained_3seeds.md", "digits_untrained_3seeds.md"]),
     ("The embedded benchmark `photo_patches`: MoCo v2 vs SimSiam vs LeOCLR vs synth, same budget, 3 seeds",
      ["photo_patches_3seeds.md", "photo_patches_notes.md"]),
     ("MoCo v2 vs SimSiam vs LeOCLR on the embedded digits, same budget, 3 seeds",
@@ -56,7 +60,7 @@ def build() -> str:
            "chunks, weight decay on every parameter for paper recipes, the synth decoder stage): their",
            "commands now train slightly different runs. Measured or re-measured since: the `photo_patches` and",
            "3-seed digits comparisons, the `ssl-zoo demo` section and the BatchNorm-group, k-NN/retrieval-speed",
-           "and CLI start-up sections.",
+           "and CLI start-up sections, and the same-start baselines (issue 21).",
            "",
            "Tables written by `benchmarks/compare.py` since issue 21 compare each method with its own untrained",
            "encoder (its recipe's init and seed, BatchNorm statistics recomputed on the training images; the",

@@ -108,3 +108,31 @@ def test_collect_results_copies_the_new_table_verbatim(compare, tmp_path, monkey
     monkeypatch.setattr(collect, "RESULTS", tmp_path)
     page = collect.build()
     assert table.strip() in page and "own untrained" in page
+
+
+def test_same_start_gains_subtract_each_recipes_own_start_per_seed() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from same_start_gains import gains_table
+
+    def row(recipe, seed, encoder, k20, init=None):
+        r = {"method": recipe.split("_")[0], "recipe": recipe, "seed": seed, "encoder": encoder,
+             "knn20_top1": k20, "knn200_top1": k20, "linear_top1": k20}
+        if init is not None:
+            r.update(knn20_top1_init_bn=init, knn200_top1_init_bn=init, linear_top1_init_bn=init)
+        return r
+
+    trained = [{**row("moco_r", 1, "trained", 0.50), "method": "random init"},  # another init's row: ignored
+               row("moco_r", 1, "trained", 0.50), row("moco_r", 2, "trained", 0.60),
+               row("simsiam_r", 1, "trained", 0.30), row("simsiam_r", 3, "trained", 0.40)]
+    untrained = [row("moco_r", 1, "untrained", 0.40, 0.35), row("moco_r", 2, "untrained", 0.45, 0.30),
+                 row("simsiam_r", 1, "untrained", 0.35, 0.20)]
+    lines, missing = gains_table(trained, untrained)
+    assert missing == ["simsiam_r seed 3"]
+    moco = next(line for line in lines if "`moco_r`" in line)
+    # own start 40/45 -> 42.50 ± 3.54; trained 50/60 -> 55.00 ± 7.07; gains 10 and 15 -> 12.50 ± 3.54
+    assert "| 1, 2 |" in moco and "42.50 ± 3.54 / (32.50 ± 3.54) / 55.00 ± 7.07 / **12.50 ± 3.54**" in moco
+    simsiam = next(line for line in lines if "`simsiam_r`" in line)
+    assert "35.00 / (20.00) / 30.00 / **-5.00**" in simsiam  # one seed: no spread, a loss is a negative gain

@@ -8,8 +8,9 @@ right 35%, so no test pixel was ever seen in training. One generator with seed 0
 order, the side, the top row and the left column; image ``i`` of a split belongs to class ``i % 10``, so both
 splits are balanced (1,260 train / 540 test).
 
-Why this design (docs/results.md, "photo_patches"): the untrained ResNet-18 scores k-NN@20 ~39% here while MoCo
-v2's digits recipe lifts it within its 30-epoch CPU budget; the three digit composites tried before
+Why this design (docs/results.md, "photo_patches"): MoCo v2's untrained ResNet-18 scores k-NN@20 ~39% here
+with its initial BatchNorm statistics (~43% with them recomputed on the training images) while MoCo v2's digits
+recipe lifts it to ~51% within its 30-epoch CPU budget; the three digit composites tried before
 (``digits_textures``, ``digits_clutter`` and scratch variants) each gave MoCo v2 an instance cue unrelated to the
 label (background, colour, position) that it learned instead of the digit. Defined by seed-0 MoCo v2 pilots,
 then frozen; the reported comparison uses seeds 1-3. Needs scikit-image; ``root`` is ignored.
