@@ -275,6 +275,8 @@ def test_decoder_stage_decodes_the_train_mode_features_of_the_main_stage_and_kee
     synth = create_method(recipe).train()
     # the same encoder weights and the base's BatchNorm groups (4 images)
     assert {m.group_size for m in stage.encoder.modules() if isinstance(m, SplitBatchNorm2d)} == {4}
+    # every encoder parameter frozen, the split layers' new ones too (DDP stops on one that waits for a gradient)
+    assert not any(p.requires_grad for p in stage.encoder.parameters())
     x = torch.randn(8, 3, 32, 32)
     before = {k: v.clone() for k, v in stage.encoder.state_dict().items()}
     h_stage = stage.encode(x)

@@ -15,6 +15,7 @@ from ssl_zoo.decoder_pretrain import (
     pretrain_decoder,
     pretraining_overrides,
 )
+from ssl_zoo.errors import UserInputError
 from ssl_zoo.factory import create_backbone, create_method
 from ssl_zoo.recipe import get_recipe
 
@@ -41,9 +42,13 @@ def test_pretrain_stage_is_frozen_encoder_adam_and_resumable(tmp_path):
     # the synth run loads it
     method = create_method(stage, decoder_weights=result["decoder"])
     assert all(torch.equal(method.decoder.state_dict()[k], v) for k, v in decoder.items())
-    # resume (another seed would build another decoder): the checkpoint's decoder comes back
+    # resume with another seed (it would build another decoder) is refused unless allowed; allowed, the
+    # checkpoint's decoder comes back, not the other seed's fresh one
+    with pytest.raises(UserInputError, match="seed 0 -> 1"):
+        pretrain_decoder("moco_v2_synth_r18_digits", output=out, max_steps=2, overrides=dict(TINY),
+                         resume=True, seed=1, progress_bar=False)
     again = pretrain_decoder("moco_v2_synth_r18_digits", output=out, max_steps=2, overrides=dict(TINY),
-                             resume=True, seed=1, progress_bar=False)
+                             resume=True, seed=1, allow_changed=["seed"], progress_bar=False)
     assert all(torch.equal(load_file(again["decoder"])[k], v) for k, v in decoder.items())
     assert torch.equal(load_file(str(export_decoder_from_checkpoint(out, tmp_path / "d2.safetensors")))["fc.weight"],
                        decoder["fc.weight"])

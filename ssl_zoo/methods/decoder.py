@@ -118,10 +118,12 @@ class DecoderPretraining(SSLMethod):
     def __init__(self, encoder: nn.Module, *, image_size: int,
                  decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS, bn_group_size: int | None = None) -> None:
         super().__init__(encoder)
-        for p in self.encoder.parameters():
-            p.requires_grad_(False)
         # The groups the synth base normalises h in (MoCo v2 / LeOCLR: bn_group_size; SimSiam: None).
         self.encoder = convert_split_batchnorm(self.encoder, bn_group_size)
+        # Frozen after the conversion: the split layers' affine parameters are new, and a parameter that asks for a
+        # gradient it never gets stops DistributedDataParallel at the second step.
+        for p in self.encoder.parameters():
+            p.requires_grad_(False)
         self.decoder = FeatureDecoder(self.num_features, image_size, decoder_channels)
 
     def encode(self, x: Tensor) -> Tensor:
