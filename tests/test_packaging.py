@@ -2,6 +2,7 @@
 tools (separate stamps, either order), and the LICENSE file is the Apache-2.0 that pyproject.toml declares."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _dry_run(folder: Path, target: str) -> list[str]:
     """The commands `make TARGET` would run in ``folder`` (make -n runs nothing)."""
-    done = subprocess.run(["make", "-n", target], cwd=folder, capture_output=True, text=True, timeout=60)
+    # a fresh make, also when this test runs under `make test` (CI): no inherited MAKEFLAGS / MAKELEVEL, whose
+    # "Entering / Leaving directory" lines would frame the output
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    done = subprocess.run(["make", "--no-print-directory", "-n", target], cwd=folder, capture_output=True, text=True,
+                          timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     return done.stdout.splitlines()
 

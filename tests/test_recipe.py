@@ -31,7 +31,11 @@ def test_unknown_recipe_suggests_close_names():
         ssl_zoo.create_model("leoclr_r50_inlk")
 
 
-def test_register_user_recipe_in_one_call():
+def test_register_user_recipe_in_one_call(monkeypatch):
+    from ssl_zoo.recipe import _RECIPES
+
+    # the registry is process-wide: the recipe leaves with this test (later tests list every recipe)
+    monkeypatch.setattr(_RECIPES, "_items", dict(_RECIPES._items))
     recipe = ssl_zoo.register_recipe(Recipe(
         name="my_moco_test_resnet", method="moco_v2", method_args={"queue_size": 64},
         backbone=BackboneCfg("test_resnet"), augment=AugmentCfg(image_size=32), dataset="digits",

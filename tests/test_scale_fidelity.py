@@ -114,7 +114,12 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_synth_in_two_processes_is_the_one_process_run_of_the_global_batch(tmp_path: Path,
-                                                                          launch_two_cpu_processes) -> None:
+                                                                          launch_two_cpu_processes,
+                                                                          monkeypatch) -> None:
+    import ssl_zoo.methods.synth as synth_module
+
+    # COMMON replaces synth's perturb by the fixed noise of a 4-image batch; put the real one back afterwards
+    monkeypatch.setattr(synth_module, "perturb", synth_module.perturb)
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
     proc = launch_two_cpu_processes([str(script), str(tmp_path)], {"HF_HUB_OFFLINE": "1"})
