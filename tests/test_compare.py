@@ -2,23 +2,18 @@
 recipe's own untrained baseline (its init, BatchNorm statistics recomputed) with the gains over it."""
 from __future__ import annotations
 
-import importlib.util
 import statistics
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_benchmark
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "compare.py"
 MACHINE = {"platform": "Linux", "nproc": 2, "torch": "2.14.1", "torch_threads": 2, "python": "3.11"}
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_benchmark", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("compare")
 
 
 def _row(method, seed, knn20, linear=0.5):
@@ -98,9 +93,7 @@ def test_untrained_row_is_each_recipes_own_start_with_both_batchnorm_statistics(
 
 
 def test_collect_results_copies_the_new_table_verbatim(compare, tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("collect_results", PATH.parent / "collect_results.py")
-    collect = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(collect)
+    collect = load_benchmark("collect_results")
     untrained = _untrained("simsiam", 1, 0.25, 0.20)
     table = compare.markdown_table([untrained, compare.add_gains(_row("simsiam", 1, 0.35), untrained)], MACHINE,
                                    "python benchmarks/compare.py simsiam_r18 --markdown x.md")
@@ -111,11 +104,7 @@ def test_collect_results_copies_the_new_table_verbatim(compare, tmp_path, monkey
 
 
 def test_same_start_gains_subtract_each_recipes_own_start_per_seed() -> None:
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from same_start_gains import gains_table
+    gains_table = load_benchmark("same_start_gains").gains_table
 
     def row(recipe, seed, encoder, k20, init=None):
         r = {"method": recipe.split("_")[0], "recipe": recipe, "seed": seed, "encoder": encoder,

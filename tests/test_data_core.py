@@ -307,12 +307,9 @@ def test_photo_patches_images_are_their_boxes_and_test_boxes_lie_right_of_every_
 
 def test_dataset_pilots_build_every_candidate_kind_and_the_chosen_one_is_photo_patches():
     """benchmarks/dataset_pilots.py (the pilots behind photo_patches) still builds what the notes report on."""
-    import importlib.util
+    from conftest import load_benchmark
 
-    spec = importlib.util.spec_from_file_location(
-        "dataset_pilots", Path(__file__).resolve().parents[1] / "benchmarks" / "dataset_pilots.py")
-    pilots = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pilots)
+    pilots = load_benchmark("dataset_pilots")
     for name, n_classes in (("colour_60", 10), ("grey", 10), ("palette_60", 10), ("noise_0_100_rgb", 10),
                             ("const_40_12_20", 10), ("fixbg_astronaut_14_24", 10), ("pairs_200_100_16", 100)):
         images, labels, splits = pilots.candidate(name)

@@ -1,29 +1,25 @@
 """benchmarks/peer_check.py: MoCo v2 / SimSiam rebuilt from lightly's parts, 2-step smoke runs at toy scale."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import timm
 import torch
+from conftest import load_benchmark
 
 from ssl_zoo.train import resolve_recipe
 
 pytest.importorskip("lightly")  # the `peer` extra (also in `test`)
 
-PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "peer_check.py"
 TINY = {"simsiam_r18_digits": {"arch": "test_resnet", "model_args": {"zero_init_last": True}},
         "moco_v2_r18_digits": {"arch": "test_resnet", "model_args": {}, "queue_size": 64, "bn_group_size": 8}}
 
 
 @pytest.fixture(scope="module")
 def peer():
-    spec = importlib.util.spec_from_file_location("peer_check_benchmark", PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("peer_check")
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

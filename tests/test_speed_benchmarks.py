@@ -70,15 +70,11 @@ def test_cli_speed_times_help_list_and_every_subcommands_help(tmp_path, monkeypa
 
 def test_augment_sweep_trains_and_evaluates_each_preset(tmp_path):
     """benchmarks/augment_sweep.py at toy scale: one row per (recipe, preset), each trained with its preset."""
-    import importlib.util
     import json
-    import sys
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "augment_sweep.py"
-    sys.path.insert(0, str(path.parent))
-    spec = importlib.util.spec_from_file_location("augment_sweep", path)
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    from conftest import load_benchmark
+
+    sweep = load_benchmark("augment_sweep")
     md = tmp_path / "sweep.md"
     assert sweep.main(["moco_v2_r18_digits", "--presets", "full", "crop_only", "--epochs", "1", "--batch-size", "256",
                        "--set", "arch=test_resnet", "--set", "model_args={}", "--set", "queue_size=256",
