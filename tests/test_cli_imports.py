@@ -20,6 +20,7 @@ from ssl_zoo.parsers.eval import PROTOCOLS
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Runs `ssl-zoo ARGV` in a fresh interpreter, checks what it printed, and prints which of MODULES it imported.
 PROBE = """
 import contextlib, io, sys
 import ssl_zoo.cli
@@ -29,36 +30,32 @@ with contextlib.redirect_stdout(io.StringIO()) as out:
     except SystemExit as exit_:
         code = exit_.code
 assert code == 0, code
-assert "moco" in out.getvalue().lower(), out.getvalue()[:200]  # it really printed help / recipes
-print(",".join(sorted(m for m in ("torch", "timm", "torchvision") if m in sys.modules)))
+{check}
+print(",".join(sorted(m for m in {modules!r} if m in sys.modules)))
 """
+
+
+def imported_by(argv: list[str], check: str, modules: tuple[str, ...]) -> str:
+    """Which of ``modules`` `ssl-zoo ARGV` imports (comma-separated, "" for none); ``check`` asserts on ``out``."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    done = subprocess.run([sys.executable, "-c", PROBE.format(check=check, modules=modules), *argv], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
 
 
 @pytest.mark.parametrize("args", [["--help"], ["list"], ["list", "digits"]])
 def test_help_and_list_do_not_import_torch_or_timm(args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "", f"`ssl-zoo {' '.join(args)}` imported {done.stdout.strip()}"
+    # it really printed help / recipes
+    printed = 'assert "moco" in out.getvalue().lower(), out.getvalue()[:200]'
+    imported = imported_by(args, printed, ("torch", "timm", "torchvision"))
+    assert imported == "", f"`ssl-zoo {' '.join(args)}` imported {imported}"
 
 
 # what a parser must not pull in: each of these takes from a few tenths of a second to seconds to import
 HEAVY = ("torch", "timm", "accelerate", "torchvision", "sklearn", "matplotlib", "huggingface_hub", "safetensors",
          "numpy", "PIL", "scipy", "pandas")
-
-HELP_PROBE = f"""
-import contextlib, io, sys
-import ssl_zoo.cli
-with contextlib.redirect_stdout(io.StringIO()) as out:
-    try:
-        code = ssl_zoo.cli.main(sys.argv[1:])
-    except SystemExit as exit_:
-        code = exit_.code
-assert code == 0, code
-assert out.getvalue().startswith("usage: ssl-zoo " + " ".join(sys.argv[1:-1])), out.getvalue()[:200]
-print(",".join(sorted(m for m in {HEAVY!r} if m in sys.modules)))
-"""
+USAGE = 'assert out.getvalue().startswith("usage: ssl-zoo " + " ".join(sys.argv[1:-1])), out.getvalue()[:200]'
 
 # every row of the table, including rows added later, and each evaluation protocol
 HELP_COMMANDS = [[name] for name in COMMANDS] + [["eval", protocol] for protocol in PROTOCOLS]
@@ -66,11 +63,8 @@ HELP_COMMANDS = [[name] for name in COMMANDS] + [["eval", protocol] for protocol
 
 @pytest.mark.parametrize("command", HELP_COMMANDS, ids=" ".join)
 def test_subcommand_help_imports_nothing_heavy(command):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, "-c", HELP_PROBE, *command, "--help"], env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "", f"`ssl-zoo {' '.join(command)} --help` imported {done.stdout.strip()}"
+    imported = imported_by([*command, "--help"], USAGE, HEAVY)
+    assert imported == "", f"`ssl-zoo {' '.join(command)} --help` imported {imported}"
 
 
 def _parser(*command: str) -> argparse.ArgumentParser:
