@@ -116,12 +116,22 @@ def build_result(protocol: str, metrics: dict[str, float], model: dict[str, Any]
 BN_STATS = ("recomputed", "init")  # a baseline's BatchNorm statistics: recomputed on the training images, or init
 
 
+def split_label(dataset: dict[str, Any]) -> str | None:
+    """The split a result was measured on, in words: ``test``, or ``20% held out of train (seed 0)`` for a
+    ``--holdout`` evaluation (whose test part is carved out of the train split, not a test split on disk)."""
+    holdout = dataset.get("holdout")
+    if isinstance(holdout, dict) and holdout.get("fraction"):
+        return (f"{100 * float(holdout['fraction']):g}% held out of {holdout.get('from_split', 'train')} "
+                f"(seed {holdout.get('seed', 0)})")
+    return dataset.get("test_split")
+
+
 def model_index_metrics(protocol: str, metrics: dict[str, float], dataset: dict[str, Any],
                         settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Metrics in the form ``config.json``'s ``ssl_zoo.metrics`` takes for the model card's model-index:
     ``{value, dataset, split, task, protocol}`` (``protocol``: the Markdown row's label, e.g. "k-NN (T=0.07)")."""
     task = "image-retrieval" if protocol == "retrieval" else "image-classification"
-    split = dataset.get("test_split")
+    split = split_label(dataset)
     try:
         label = protocol_label({"protocol": protocol, "settings": dict(settings or {})})
     except (KeyError, TypeError):  # settings without the fields the label names
@@ -186,6 +196,6 @@ def markdown_row(result: dict[str, Any]) -> str:
     model = result["model"]
     local = model["source"] in ("pretrained", "hf-hub", "local")
     model_name = model["name"] + ("" if local else f" ({model['source']})")
-    dataset = f"{d['name']} ({d.get('test_split', 'test')})"
+    dataset = f"{d['name']} ({split_label(d) or 'test'})"
     return (f"| {model_name} | {dataset} | {protocol_label(result)} | {', '.join(parts)} | {result['world_size']} | "
             f"{result['wall_time_s']:.0f} s |")

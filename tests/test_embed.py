@@ -91,6 +91,20 @@ def test_embed_class_tree_to_npy_with_labels(tree: Path, model_dir: str, tmp_pat
                                rtol=1e-4, atol=1e-5)
 
 
+def test_embed_parquet_table_holds_what_the_csv_holds(tree: Path, model_dir: str, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")  # in the test extra; an optional extra for users
+    csv_out, pq_out = tmp_path / "a.npy", tmp_path / "b.npy"
+    assert cli_main(["embed", "--model", model_dir, "--data", str(tree), "--output", str(csv_out),
+                     "--num-workers", "0"]) == 0
+    assert cli_main(["embed", "--model", model_dir, "--data", str(tree), "--output", str(pq_out),
+                     "--table", str(tmp_path / "b.parquet"), "--num-workers", "0"]) == 0
+    table = pq.read_table(tmp_path / "b.parquet").to_pylist()
+    rows = _table(tmp_path / "a.csv")
+    assert len(table) == 18 and [str(r["path"]) for r in table] == [r["path"] for r in rows]
+    assert [r["label"] for r in table] == [int(r["label"]) for r in rows] and table[6]["class"] == "digit_1"
+    np.testing.assert_allclose(np.load(pq_out), np.load(csv_out), rtol=1e-6)
+
+
 def test_embed_never_overwrites_without_the_flag(tree: Path, model_dir: str, tmp_path: Path, capsys) -> None:
     out = tmp_path / "e.npy"
     out.write_bytes(b"precious")

@@ -7,7 +7,14 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score
 
-from ssl_zoo.evaluation import knn_accuracy, knn_predict, queries_without_positive, retrieval_metrics, topk_accuracy
+from ssl_zoo.evaluation import (
+    knn_accuracy,
+    knn_predict,
+    metrics,
+    queries_without_positive,
+    retrieval_metrics,
+    topk_accuracy,
+)
 
 E1, E2, E3 = torch.eye(3)
 
@@ -231,8 +238,10 @@ def test_knn_equals_full_sort_reference_on_float_features():
                            _reference_knn(train, train_l, test, k, 0.07, chunk=16))
 
 
+@pytest.mark.parametrize("passes_max", [64, 0])  # rank counts by comparison passes, then by binary search
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_retrieval_equals_full_sort_reference_on_tied_features(seed):
+def test_retrieval_equals_full_sort_reference_on_tied_features(seed, passes_max, monkeypatch):
+    monkeypatch.setattr(metrics, "_COMPARE_PASSES_MAX", passes_max)
     g = torch.Generator().manual_seed(seed)
     features = _tied_features(120, g)
     labels = _labels_with_singletons(120, 5, 7, g)
@@ -242,7 +251,8 @@ def test_retrieval_equals_full_sort_reference_on_tied_features(seed):
         assert m["rank1"] == expected["rank1"] and m["rank5"] == expected["rank5"]
         assert m["mAP"] == pytest.approx(expected["mAP"], rel=1e-12)
     # Labels are only compared for equality: negative or sparse ids change nothing.
-    assert retrieval_metrics(features, labels * 1000 - 7, chunk_size=16) == retrieval_metrics(features, labels)
+    assert retrieval_metrics(features, labels * 1000 - 7, chunk_size=16) == retrieval_metrics(features, labels,
+                                                                                              chunk_size=16)
 
 
 def test_retrieval_equals_full_sort_reference_on_float_features():
@@ -254,3 +264,32 @@ def test_retrieval_equals_full_sort_reference_on_float_features():
     expected = _reference_retrieval(features, labels, chunk=32)
     assert m["rank1"] == expected["rank1"] and m["rank5"] == expected["rank5"]
     assert m["mAP"] == pytest.approx(expected["mAP"], rel=1e-12)
+
+
+@pytest.mark.parametrize("width", [1, 7, 64, 65, 200])
+def test_count_below_is_searchsorted(width):
+    """Both ways of counting (comparison passes up to 64 slots, binary search above) give searchsorted's answer,
+    with padding (the largest int64) after each row's real keys, rows that skip their padding slots, and keys
+    equal to a slot."""
+    g = torch.Generator().manual_seed(width)
+    rows = 9
+    keys = torch.randint(-1000, 1000, (rows, 300), generator=g)
+    slots = torch.randint(-1000, 1000, (rows, width), generator=g)
+    slots[0, : min(width, 300)] = keys[0, : min(width, 300)]
+    slots = slots.sort(dim=1).values
+    real = [width - r * width // rows for r in range(rows)]  # descending: row r has real[r] real keys
+    for r, count in enumerate(real):
+        slots[r, count:] = torch.iinfo(torch.int64).max
+    rows_per_slot = [sum(count > s for count in real) for s in range(width)]
+    expected = torch.searchsorted(slots, keys)
+    assert torch.equal(metrics._count_below(slots, keys), expected)
+    assert torch.equal(metrics._count_below(slots, keys, rows_per_slot), expected)
+
+
+def test_finite_check_tells_overflow_from_nan():
+    """The finiteness check sums the features first: a sum that overflows on finite values must not be taken
+    for a NaN or inf, and an inf that a sum would hide (inf - inf = NaN) is still caught."""
+    huge = torch.tensor([[3e38, 3e38], [3e38, 2e38], [1.0, 0.0]])
+    assert retrieval_metrics(huge, torch.tensor([0, 0, 1]))["rank1"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        retrieval_metrics(torch.tensor([[float("inf"), 1.0], [float("-inf"), 1.0]]), torch.tensor([0, 0]))

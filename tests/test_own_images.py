@@ -232,7 +232,24 @@ def test_eval_without_dataset_uses_the_runs_data(runs, class_tree_folder: Path, 
     assert "note: k 200 -> 48" in printed and set(result["metrics"]) == {"top1_k20", "top1_k48"}
     lines = printed.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| model | dataset |"))
-    assert lines[header + 2].startswith(f"| {RECIPES['moco']} | imagefolder")
+    # the row names the held-out part it scored, not a "test" split that is not on disk
+    assert lines[header + 2].startswith(f"| {RECIPES['moco']} | imagefolder (20% held out of train (seed 0)) |")
+
+
+def test_two_process_eval_takes_the_same_defaults_and_scores(runs, class_tree_folder: Path, tmp_path: Path,
+                                                           launch_two_cpu_processes) -> None:
+    """`accelerate launch` with 2 processes: the same default dataset and data (from the run's config), the same
+    held-out split and the same k-NN scores as one process; one process prints and writes."""
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    args = ["eval", "knn", "--model", str(runs["moco", "tree"]), "--holdout", "0.2", "--k", "5", "--num-workers",
+            "0", "--batch-size", "8"]
+    assert cli_main([*args, "--output", str(one)]) == 0
+    proc = launch_two_cpu_processes(["-m", "ssl_zoo.cli", *args, "--output", str(two)])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert proc.stdout.count(f"eval: dataset 'imagefolder', data {class_tree_folder.resolve()}") == 1
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert b["world_size"] == 2 and a["dataset"] == b["dataset"]
+    assert b["metrics"] == pytest.approx(a["metrics"], abs=1e-9)
 
 
 def test_eval_of_a_class_tree_without_test_split_proposes_holdout(runs, capsys) -> None:
