@@ -19,14 +19,12 @@ RESULTS = ROOT / "docs" / "results"
 
 SECTIONS = [
     ("`ssl-zoo demo`: MoCo v2 on the embedded digits, k-NN before and after", ["demo_digits.md"]),
-    ("Same-start baselines: each method against its own untrained encoder (photo_patches and digits, 3 seeds), "
-     "and a peer check with lightly", ["photo_patches_same_start.md", "digits_same_start.md",
-                                        "peer_check_photo_patches.md", "same_start_notes.md",
-                                        "photo_patches_untrained_3seeds.md", "digits_untrained_3seeds.md"]),
-    ("The embedded benchmark `photo_patches`: MoCo v2 vs SimSiam vs LeOCLR vs synth, same budget, 3 seeds",
-     ["photo_patches_3seeds.md", "photo_patches_notes.md"]),
-    ("MoCo v2 vs SimSiam vs LeOCLR on the embedded digits, same budget, 3 seeds",
-     ["methods_digits_3seeds.md", "methods_digits_3seeds_notes.md"]),
+    ("The embedded benchmark `photo_patches`: MoCo v2 vs SimSiam vs LeOCLR vs synth, same budget, 3 seeds, each "
+     "against its own untrained start", ["photo_patches_3seeds.md", "photo_patches_notes.md"]),
+    ("MoCo v2 vs SimSiam vs LeOCLR on the embedded digits, same budget, 3 seeds, each against its own untrained "
+     "start", ["methods_digits_3seeds.md", "methods_digits_3seeds_notes.md"]),
+    ("Peer check: the same recipes rebuilt from lightly's building blocks", ["peer_check_photo_patches.md",
+                                                                            "peer_check_notes.md"]),
     ("MoCo v2 vs SimSiam vs LeOCLR on the embedded digits, same budget, one seed (before the global-batch and "
      "BatchNorm-group changes)", ["methods_digits.md", "methods_digits_notes.md"]),
     ("Benchmark scripts on the demo encoder: k-NN, retrieval, linear probe (label fractions)",
@@ -47,6 +45,12 @@ SECTIONS = [
                                                                   "eval_speed_embed.md", "eval_speed_notes.md"]),
     ("`ssl-zoo` start-up time: `--help`, `list` and every subcommand's `--help`",
      ["cli_speed.md", "cli_speed_notes.md"]),
+    ("Superseded: the 3-seed comparisons and the same-start correction under the evaluation view before issue 22",
+     ["old_view/about.md", "old_view/photo_patches_same_start.md", "old_view/digits_same_start.md",
+      "old_view/peer_check_photo_patches.md",
+      "old_view/same_start_notes.md", "old_view/photo_patches_3seeds.md", "old_view/photo_patches_notes.md",
+      "old_view/methods_digits_3seeds.md", "old_view/methods_digits_3seeds_notes.md",
+      "old_view/photo_patches_untrained_3seeds.md", "old_view/digits_untrained_3seeds.md"]),
 ]
 
 
@@ -55,12 +59,12 @@ def build() -> str:
            "Every number on this page was written by a script of this repository; each section gives the",
            "command and the machine. Regenerate the page with `python benchmarks/collect_results.py` after",
            "re-running a section's command. Accuracies are top-1 on the named test split.", "",
-           "The method comparisons below were measured before issue 10 changed the training semantics",
+           "The one-seed method comparisons below were measured before issue 10 changed the training semantics",
            "(global batch, BatchNorm groups of 32 in the query and key encoders instead of key-only",
            "chunks, weight decay on every parameter for paper recipes, the synth decoder stage): their",
-           "commands now train slightly different runs. Measured or re-measured since: the `photo_patches` and",
-           "3-seed digits comparisons, the `ssl-zoo demo` section and the BatchNorm-group, k-NN/retrieval-speed",
-           "and CLI start-up sections, and the same-start baselines (issue 21).",
+           "commands now train slightly different runs. The 3-seed `photo_patches` and digits comparisons were",
+           "re-trained and re-measured on 2026-12-02 under issue 22's whole-image evaluation view of the 32-px",
+           "recipes; their earlier versions (Resize 37 + CenterCrop 32) are kept at the end of the page.",
            "",
            "Tables written by `benchmarks/compare.py` since issue 21 compare each method with its own untrained",
            "encoder (its recipe's init and seed, BatchNorm statistics recomputed on the training images; the",
