@@ -32,6 +32,9 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def init_worker(worker_id: int) -> None:
     """``worker_init_fn`` of the training loader: ignore SIGINT/SIGTERM, then :func:`seed_worker`.
 
@@ -43,6 +46,10 @@ def init_worker(worker_id: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Born with both blocked (TrainLoader.__iter__): a signal that came before this point was held pending, and
+    # is dropped now that it is ignored, instead of killing a worker that had not yet set its handlers.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     seed_worker(worker_id)
 
 
@@ -133,7 +140,17 @@ class TrainLoader(DataLoader):
     """A DataLoader whose workers never outlive a failed batch or the interpreter (see the module docstring)."""
 
     def __iter__(self) -> Any:
-        return _Batches(super().__iter__())
+        if self.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
+            return _Batches(super().__iter__())
+        # Workers start here (each epoch without persistent workers). A stop signalled to the process group while
+        # one starts would kill it before init_worker makes it ignore the signal, and the main process would die
+        # of "DataLoader worker exited unexpectedly" instead of checkpointing. Blocked signals are inherited by the
+        # workers and stay pending in this process, whose handler runs as soon as the mask is restored.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            return _Batches(super().__iter__())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def build_train_loader(dataset: Dataset, batch_size: int, num_workers: int = 0, shuffle: bool = True,
