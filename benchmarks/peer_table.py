@@ -20,9 +20,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ssl_zoo.report import command_line, write_report  # noqa: E402
+from same_start_gains import METRICS, row_kind  # noqa: E402  (a sibling script: benchmarks/ is on sys.path)
 
-METRICS = (("knn20_top1", "k-NN@20"), ("knn200_top1", "k-NN@200"), ("linear_top1", "linear"))
+from ssl_zoo.report import command_line, write_report  # noqa: E402
 
 
 def _load(path: str) -> dict[str, Any]:
@@ -33,14 +33,9 @@ def _load(path: str) -> dict[str, Any]:
 
 
 def find_row(rows: list[dict[str, Any]], recipe: str, seed: int, encoder: str, source: str) -> dict[str, Any]:
-    """The row of ``recipe`` and ``seed`` whose encoder is ``trained`` or ``untrained``. Rows written before
-    issue 21 have no ``encoder`` field: their trained rows are named by the method, the untrained one
-    ``random init`` (MoCo v2's start for every method, so it is never taken as another recipe's start)."""
+    """The row of ``recipe`` and ``seed`` whose kind (``same_start_gains.row_kind``) is ``encoder``."""
     for row in rows:
-        if row.get("recipe") != recipe or row.get("seed") != seed:
-            continue
-        kind = row.get("encoder") or ("baseline" if row.get("method") == "random init" else "trained")
-        if kind == encoder:
+        if row.get("recipe") == recipe and row.get("seed") == seed and row_kind(row) == encoder:
             return row
     raise SystemExit(f"peer_table: {source} has no {encoder} row for {recipe} seed {seed}.")
 

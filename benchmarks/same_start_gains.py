@@ -23,10 +23,17 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
+def row_kind(row: dict) -> str:
+    """``trained``, ``untrained`` or ``baseline`` for a compare.py row. A ``random init`` row (tables before issue
+    21: MoCo v2's start for every method) is the baseline, never a recipe's own start nor a trained row; rows of
+    those tables have no ``encoder`` field, and the others are trained."""
+    return "baseline" if row.get("method") == "random init" else (row.get("encoder") or "trained")
+
+
 def gains_table(trained_rows: list[dict], untrained_rows: list[dict]) -> tuple[list[str], list[str]]:
     """Markdown lines of the table, and the (recipe, seed) pairs left out for want of an untrained row."""
-    start = {(r["recipe"], r["seed"]): r for r in untrained_rows if r.get("encoder") == "untrained"}
-    trained = [r for r in trained_rows if r.get("encoder", "trained") == "trained" and r["method"] != "random init"]
+    start = {(r["recipe"], r["seed"]): r for r in untrained_rows if row_kind(r) == "untrained"}
+    trained = [r for r in trained_rows if row_kind(r) == "trained"]
     missing = [f"{r['recipe']} seed {r['seed']}" for r in trained if (r["recipe"], r["seed"]) not in start]
     lines = ["| recipe | seeds | " + " | ".join(f"{name}: own start / (initial BN) / trained / **gain**"
                                                for _, name in METRICS) + " |",

@@ -62,7 +62,7 @@ def _check_chunk(chunk_size: int) -> None:
 
 
 _LOW_32 = 0xFFFFFFFF
-_MIN_INT64 = torch.iinfo(torch.int64).min
+_MAX_INT64 = torch.iinfo(torch.int64).max
 
 
 def _order_keys(similarity: Tensor) -> Tensor:
@@ -173,7 +173,6 @@ def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Te
 # (benchmarks/eval_speed.py: ~0.6 ms per pass against ~9 ms per search step for a 256 x 6,000 block on one
 # CPU thread, i.e. 19 ms against 43 ms for 30 slots); above it, the search's log(width) wins.
 _COMPARE_PASSES_MAX = 64
-_MAX_INT64 = torch.iinfo(torch.int64).max
 
 
 def _count_below(sorted_keys: Tensor, keys: Tensor, rows_per_slot: list[int] | None = None) -> Tensor:
