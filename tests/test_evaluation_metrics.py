@@ -238,10 +238,22 @@ def test_knn_equals_full_sort_reference_on_float_features():
                            _reference_knn(train, train_l, test, k, 0.07, chunk=16))
 
 
-@pytest.mark.parametrize("passes_max", [64, 0])  # rank counts by comparison passes, then by binary search
+# The three ways of counting ranks: comparison passes (classes of up to 64 images), a binary search (wider
+# classes on a GPU, and the fallback) and value buckets (wider classes on a CPU; walks never cut short here,
+# so that they run through the many ties of these features instead of falling back).
+COUNTING = {
+    "passes": {"_COMPARE_PASSES_MAX": 64, "_BUCKETS_MIN_WIDTH": 10**9},
+    "search": {"_COMPARE_PASSES_MAX": 0, "_BUCKETS_MIN_WIDTH": 10**9},
+    "buckets": {"_BUCKETS_MIN_WIDTH": 1, "_SPARSE_STEPS_MAX": 10**6},
+    "buckets, few rows a block": {"_BUCKETS_MIN_WIDTH": 1, "_SPARSE_STEPS_MAX": 10**6, "_RANK_ROWS": 5},
+}
+
+
+@pytest.mark.parametrize("counting", list(COUNTING))
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_retrieval_equals_full_sort_reference_on_tied_features(seed, passes_max, monkeypatch):
-    monkeypatch.setattr(metrics, "_COMPARE_PASSES_MAX", passes_max)
+def test_retrieval_equals_full_sort_reference_on_tied_features(seed, counting, monkeypatch):
+    for name, value in COUNTING[counting].items():
+        monkeypatch.setattr(metrics, name, value)
     g = torch.Generator().manual_seed(seed)
     features = _tied_features(120, g)
     labels = _labels_with_singletons(120, 5, 7, g)
@@ -255,7 +267,10 @@ def test_retrieval_equals_full_sort_reference_on_tied_features(seed, passes_max,
                                                                                               chunk_size=16)
 
 
-def test_retrieval_equals_full_sort_reference_on_float_features():
+@pytest.mark.parametrize("counting", list(COUNTING))
+def test_retrieval_equals_full_sort_reference_on_float_features(counting, monkeypatch):
+    for name, value in COUNTING[counting].items():
+        monkeypatch.setattr(metrics, name, value)
     g = torch.Generator().manual_seed(5)
     features = torch.randn(90, 6, generator=g)
     features = torch.cat([features, features[:30]])  # each of these has an identical twin
@@ -264,6 +279,45 @@ def test_retrieval_equals_full_sort_reference_on_float_features():
     expected = _reference_retrieval(features, labels, chunk=32)
     assert m["rank1"] == expected["rank1"] and m["rank5"] == expected["rank5"]
     assert m["mAP"] == pytest.approx(expected["mAP"], rel=1e-12)
+
+
+def _searched_histogram(padded_keys, keys):
+    below = torch.searchsorted(padded_keys[:, :-1].contiguous(), keys)
+    return torch.zeros(padded_keys.shape).long().scatter_add_(1, below, torch.ones_like(below))
+
+
+@pytest.mark.parametrize("case", ["gaussian", "ties", "two values", "one value", "no relevant"])
+def test_bucket_histogram_is_the_searched_one(case):
+    """The bucket count gives the histogram of searchsorted's counts: Gaussian similarities (walks through
+    shared buckets), many equal ones (longer walks), two values only (walks longer than the cap: None, and
+    exact when let through), rows whose relevant items all have one similarity (an empty range) and rows
+    without relevant items; each row with its query's -inf."""
+    g = torch.Generator().manual_seed(7)
+    rows, n, width = 12, 400, 90
+    similarity = torch.randn(rows, n, generator=g)
+    if case == "ties":
+        similarity = similarity.mul(2).round().div(4)
+    if case == "two values":
+        similarity = similarity.sign().div(2)
+    members = torch.stack([torch.randperm(n - 1, generator=g)[: width + 1].sort().values + 1 for _ in range(rows)])
+    if case == "one value":
+        similarity.scatter_(1, members, 0.25)
+    similarity[:, 0] = float("-inf")
+    relevant = torch.rand(rows, width + 1, generator=g) < 0.9
+    relevant[:, -1] = False
+    if case == "no relevant":
+        relevant[::2] = False
+    keys = metrics._order_keys(similarity)
+    padded_keys = keys.gather(1, members).masked_fill_(~relevant, torch.iinfo(torch.int64).max).sort(dim=1).values
+    expected = _searched_histogram(padded_keys, keys)
+    histogram = metrics._slot_histogram_by_buckets(similarity.clone(), keys, padded_keys, members, relevant, {})
+    if case in ("two values", "one value"):  # walks over more equal keys than the cap: the caller searches
+        assert histogram is None
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(metrics, "_SPARSE_STEPS_MAX", n)
+            histogram = metrics._slot_histogram_by_buckets(similarity.clone(), keys, padded_keys, members,
+                                                           relevant, {})
+    assert torch.equal(histogram, expected)
 
 
 @pytest.mark.parametrize("width", [1, 7, 64, 65, 200])

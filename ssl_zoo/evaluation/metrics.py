@@ -171,7 +171,8 @@ def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Te
 
 # Up to this many relevant slots, one comparison pass per slot beats a binary search of every key
 # (benchmarks/eval_speed.py: ~0.6 ms per pass against ~9 ms per search step for a 256 x 6,000 block on one
-# CPU thread, i.e. 19 ms against 43 ms for 30 slots); above it, the search's log(width) wins.
+# CPU thread, i.e. 19 ms against 43 ms for 30 slots); above it, the search's log(width) wins. (On a CPU, from
+# `_BUCKETS_MIN_WIDTH` slots on, value buckets beat both.)
 _COMPARE_PASSES_MAX = 64
 
 
@@ -193,6 +194,165 @@ def _count_below(sorted_keys: Tensor, keys: Tensor, rows_per_slot: list[int] | N
         torch.gt(keys[:rows], sorted_keys[:rows, slot : slot + 1], out=above[:rows])
         below[:rows] += above[:rows].view(torch.uint8)
     return below.long()
+
+
+# On the CPU, blocks of rows with this many relevant slots or more count by value buckets
+# (``_slot_histogram_by_buckets``): 5-7 ms for a whole 64 x 6,000 rank block at any width from 10 to 600 slots,
+# where comparison passes take ~0.35 ms per slot (3.3 ms at 8 slots, 6.6 at 17, 14 at 40-70) and the binary
+# search ~19 ms at 600 (benchmarks/eval_speed.py's random features, one CPU thread; about even at 10-12 slots).
+# On a GPU the search is one parallel kernel with no host synchronisation, which the buckets' walk would add:
+# it keeps `_count_below`.
+_BUCKETS_MIN_WIDTH = 12
+_BUCKETS_PER_SLOT = 8  # more buckets: fewer relevant keys share one, so fewer walks, but longer tables
+_DENSE_STEPS = 2  # walk steps taken over the whole block; after them about 1% of the items still walk
+_SPARSE_STEPS_MAX = 32  # a longer walk means many tied similarities: the binary search is then cheaper
+
+
+def _scratch(buffers: dict[str, Tensor], name: str, shape: tuple[int, int], dtype: torch.dtype,
+             device: torch.device) -> Tensor:
+    """A ``shape`` view of a buffer kept in ``buffers`` between chunks: fresh blocks of this size cost page
+    faults on every chunk (an int64 copy of a 256 x 6,000 block: ~5 ms fresh, ~1 ms into a held buffer)."""
+    numel = shape[0] * shape[1]
+    held = buffers.get(name)
+    if held is None or held.numel() < numel or held.dtype != dtype:
+        held = buffers[name] = torch.empty(numel, device=device, dtype=dtype)
+    return held[:numel].view(shape)
+
+
+def _slot_histogram_by_buckets(similarity: Tensor, keys: Tensor, padded_keys: Tensor, members: Tensor,
+                               relevant: Tensor, buffers: dict[str, Tensor]) -> Tensor | None:
+    """``(rows, width + 1)`` int64: in each row, how many items have exactly ``s`` of the row's relevant keys
+    below their own key, for every ``s``: the histogram of ``_count_below(padded_keys[:, :-1], keys)``, counted
+    without a binary search of every key. Exact; for wide rows on a CPU.
+
+    ``padded_keys`` ``(rows, width + 1)``: each row's relevant keys ascending, then padding (the largest int64)
+    in at least the last column; ``members[relevant]`` are the relevant items' columns in ``similarity``, whose
+    order keys ``keys`` are. Overwrites ``similarity``. Returns None when walks would be long (many equal
+    similarities): the caller then searches.
+
+    Each row's range of relevant similarities is cut into equal buckets. A similarity's bucket is a monotone
+    function of it (subtract, scale, clamp, truncate: each rounds monotonically), so a relevant key in a lower
+    bucket lies below the item's key and one in a higher bucket above it, whatever the rounding. An item thus
+    has at least as many relevant keys below it as the buckets below its own hold (a cumulative count per
+    bucket), and it walks on from there through the sorted keys while the next one is below its own: one step
+    for each relevant key of its own bucket below it, rarely more than one. The keys of higher buckets, and
+    the padding, end every walk. Two steps go over the whole block; the few walks left go on as a list.
+    """
+    rows, n = keys.shape
+    width = padded_keys.shape[1] - 1
+    # (more buckets than items would only make the table longer to build: each holds under one item already)
+    num_buckets = min(_BUCKETS_PER_SLOT * width, n)
+    device = keys.device
+    # the lowest and highest relevant similarity: those of the first and last real sorted key (a key's low
+    # bits hold n - 1 - its column); a row with no relevant key gets (0, 0), any finite range would do
+    count = relevant.sum(dim=1)
+    ends = torch.stack([torch.zeros_like(count), (count - 1).clamp_(min=0)], dim=1)
+    end_columns = ((n - 1) - (padded_keys.gather(1, ends) & _LOW_32)).clamp_(0, n - 1)
+    low_high = similarity.gather(1, end_columns).float().masked_fill_((count == 0)[:, None], 0.0)
+    low, high = low_high[:, :1], low_high[:, 1:]
+    # (no NaN: similarities are finite or -inf, the query itself, which clamps to bucket 0)
+    scale = num_buckets / (high - low).clamp_(min=1e-20)
+    scaled = similarity.float() if similarity.dtype != torch.float32 else similarity
+    scaled.sub_(low).mul_(scale).clamp_(0, num_buckets - 1)
+    bucket = _scratch(buffers, "bucket", (rows, n), torch.int64, device).copy_(scaled)
+    # int32 tables: half the bytes of int64 to look up; the counts fit easily
+    per_bucket = _scratch(buffers, "per_bucket", (rows, num_buckets), torch.int32, device).zero_()
+    per_bucket.scatter_add_(1, bucket.gather(1, members), relevant.int())
+    in_lower_buckets = torch.cumsum(per_bucket, dim=1, dtype=torch.int32,
+                                    out=_scratch(buffers, "lower", (rows, num_buckets), torch.int32, device))
+    in_lower_buckets.sub_(per_bucket)
+    start = _scratch(buffers, "start", (rows, n), torch.int32, device)
+    torch.gather(in_lower_buckets, 1, bucket, out=start)
+    below = _scratch(buffers, "below", (rows, n), torch.int64, device).copy_(start)
+    next_key = bucket  # the buckets are used up: their buffer holds each walk's next relevant key
+    # int64 steps, not bool: both the comparison into them and the addition are faster (0.1 + 0.3 ms against
+    # 0.3 + 0.3 for a 64 x 6,000 block, one CPU thread)
+    steps = _scratch(buffers, "steps", (rows, n), torch.int64, device)
+    for _ in range(_DENSE_STEPS):
+        torch.gather(padded_keys, 1, below, out=next_key)
+        torch.lt(next_key, keys, out=steps)
+        below.add_(steps)
+    walking = steps.view(-1).nonzero().squeeze(1)  # one host sync
+    if walking.numel():
+        flat_below = below.view(-1)
+        position = flat_below.index_select(0, walking)
+        # flat index of each walk's next relevant key: its row's start in padded_keys + its position
+        # (float64 division: exact floors here, and much faster than int64 division on a CPU)
+        next_index = walking.double().div_(n).floor_().long().mul_(width + 1).add_(position)
+        walking_keys = keys.reshape(-1).index_select(0, walking)
+        flat_padded_keys = padded_keys.reshape(-1)
+        for _ in range(_SPARSE_STEPS_MAX):
+            step = flat_padded_keys.index_select(0, next_index) < walking_keys
+            if not bool(step.any()):
+                break
+            position += step
+            next_index += step
+            # the walks that stopped leave the list once they are most of it (compacting costs a pass)
+            if int(step.sum()) * 2 < step.numel():
+                flat_below.index_copy_(0, walking, position)
+                going = step.nonzero().squeeze(1)
+                walking, position, next_index, walking_keys = (t.index_select(0, going) for t in
+                                                               (walking, position, next_index, walking_keys))
+        else:
+            return None
+        flat_below.index_copy_(0, walking, position)
+    histogram = torch.zeros(rows, width + 1, device=device, dtype=torch.int64)
+    # a held block of ones: scatter_add_ reads it faster than an expanded 1 (0.4 against 0.7 ms)
+    ones = buffers.get("ones")
+    if ones is None or ones.numel() < rows * n:
+        ones = buffers["ones"] = torch.ones(rows * n, device=device, dtype=torch.int64)
+    histogram.scatter_add_(1, below, ones[: rows * n].view(rows, n))
+    return histogram
+
+
+# Rows of a similarity chunk whose ranks are counted together: small enough for their int64 blocks to stay in
+# the CPU's caches (256 x 6,000 int64 is 12 MB), large enough for the per-operation overhead not to show.
+_RANK_ROWS = 64
+
+
+def _rank_block(similarity: Tensor, query: Tensor, sizes: list[int], first: int, labels: Tensor,
+                by_class: Tensor, counts: Tensor, offsets: Tensor,
+                buffers: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Retrieval's counts for a block of query rows: (rank-1 hits, rank-5 hits, sum of average precisions).
+
+    ``similarity`` ``(rows, n)``: the rows' cosines, the query's own column -inf (overwritten here);
+    ``query``: their gallery indices, in order of descending class size (``sizes[first:]``, their numbers of
+    relevant items); ``by_class[offsets[c] : offsets[c] + counts[c]]`` are class ``c``'s members.
+    """
+    device = similarity.device
+    rows, n = similarity.shape
+    width = sizes[first]
+    keys = _order_keys(similarity)
+    query_labels = labels[query]
+    # the class's members, the query among them (one more slot than the relevant ones)
+    slots = torch.arange(width + 1, device=device)
+    members = by_class[(offsets[query_labels, None] + slots).clamp_(max=n - 1)]
+    relevant = (slots < counts[query_labels, None]) & (members != query[:, None])
+    # Relevant keys ascending, then padding (the largest int64, above every real key): the query's own
+    # slot, or one past its class, makes the last column padding in every row.
+    padded_keys = keys.gather(1, members).masked_fill_(~relevant, _MAX_INT64).sort(dim=1).values
+    histogram = None
+    if device.type == "cpu" and width >= _BUCKETS_MIN_WIDTH:
+        histogram = _slot_histogram_by_buckets(similarity, keys, padded_keys, members, relevant, buffers)
+    if histogram is None:
+        rows_per_slot = [bisect.bisect_left(sizes, -slot, lo=first, hi=first + rows, key=operator.neg) - first
+                         for slot in range(width)]  # rows with more than `slot` relevant items
+        # below[i, j]: how many of row i's relevant keys lie below item j's key.
+        below = _count_below(padded_keys[:, :width].contiguous(), keys, rows_per_slot)
+        histogram = torch.zeros(rows, width + 1, device=device, dtype=torch.long)
+        # an expanded 1 (no (rows, n) tensor of ones to fill)
+        histogram.scatter_add_(1, below, torch.ones((1, 1), device=device, dtype=torch.long).expand_as(below))
+    # Item j ranks above slot s's key iff below[j] > s: the rank of slot s is 1 + #{j : below[j] > s}.
+    rank = histogram.flip(1).cumsum(1).flip(1)[:, 1:] + 1
+    num_relevant = counts[query_labels] - 1
+    # slot s (ascending keys) holds the (num_relevant - s)-th relevant item of the ranking
+    position = (num_relevant[:, None] - slots[:width]).to(torch.float64)
+    ap = torch.where(position > 0, position / rank, 0.0).sum(dim=1) / num_relevant.clamp(min=1)
+    has_relevant = num_relevant > 0
+    # rank of the best-ranked relevant item (meaningless without one: masked)
+    best = rank.gather(1, (num_relevant - 1).clamp(min=0)[:, None])[:, 0]
+    # sums of products, not boolean indexing: no host sync on a GPU
+    return ((has_relevant & (best == 1)).sum(), (has_relevant & (best <= 5)).sum(), (ap * has_relevant).sum())
 
 
 @torch.no_grad()
@@ -231,43 +391,26 @@ def retrieval_metrics(features: Tensor, labels: Tensor, chunk_size: int = DEFAUL
     hits1 = torch.zeros((), device=device, dtype=torch.long)
     hits5 = torch.zeros_like(hits1)
     ap_sum = torch.zeros((), device=device, dtype=torch.float64)
+    buffers: dict[str, Tensor] = {}  # the bucket count's scratch blocks, reused by every block of rows
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
-        width = sizes[start]
-        if width == 0:  # this chunk and every later one: single-image classes, misses left out of mAP
+        if sizes[start] == 0:  # this chunk and every later one: single-image classes, misses left out of mAP
             break
-        rows_per_slot = [bisect.bisect_left(sizes, -slot, lo=start, hi=stop, key=operator.neg) - start
-                         for slot in range(width)]  # rows with more than `slot` relevant items
         query = order[start:stop]
         similarity = gallery[query] @ gallery.T
         # The query itself goes last (cosine >= -1 > -inf) and is never relevant.
         similarity[torch.arange(stop - start, device=device), query] = float("-inf")
-        keys = _order_keys(similarity)
-        del similarity
-        query_labels = labels[query]
-        # the class's members, the query among them (one more slot than the relevant ones)
-        slots = torch.arange(width + 1, device=device)
-        members = by_class[(offsets[query_labels, None] + slots).clamp_(max=n - 1)]
-        relevant = (slots < counts[query_labels, None]) & (members != query[:, None])
-        # Relevant keys ascending, then padding (the largest int64, above every real key).
-        relevant_keys = keys.gather(1, members).masked_fill_(~relevant, _MAX_INT64).sort(dim=1).values[:, :width]
-        # below[i, j]: how many of row i's relevant keys lie below item j's key.
-        below = _count_below(relevant_keys.contiguous(), keys, rows_per_slot)
-        histogram = torch.zeros(stop - start, width + 1, device=device, dtype=torch.long)
-        # an expanded 1 (no (rows, n) tensor of ones to fill)
-        histogram.scatter_add_(1, below, torch.ones((1, 1), device=device, dtype=torch.long).expand_as(below))
-        # Item j ranks above slot s's key iff below[j] > s: the rank of slot s is 1 + #{j : below[j] > s}.
-        rank = histogram.flip(1).cumsum(1).flip(1)[:, 1:] + 1
-        num_relevant = num_relevant_all[query]
-        # slot s (ascending keys) holds the (num_relevant - s)-th relevant item of the ranking
-        position = (num_relevant[:, None] - slots[:width]).to(torch.float64)
-        ap = torch.where(position > 0, position / rank, 0.0).sum(dim=1) / num_relevant.clamp(min=1)
-        has_relevant = num_relevant > 0
-        # rank of the best-ranked relevant item (meaningless without one: masked)
-        best = rank.gather(1, (num_relevant - 1).clamp(min=0)[:, None])[:, 0]
-        hits1 += (has_relevant & (best == 1)).sum()
-        hits5 += (has_relevant & (best <= 5)).sum()
-        ap_sum += (ap * has_relevant).sum()  # a product, not a boolean index: no host sync on GPU
+        # The ranks are counted for a few rows at a time: their blocks then stay in the CPU's caches
+        # (one matmul of the whole chunk is faster than several small ones).
+        for first in range(start, stop, _RANK_ROWS):
+            last = min(first + _RANK_ROWS, stop)
+            if sizes[first] == 0:
+                break
+            counts_of_rows = _rank_block(similarity[first - start : last - start], order[first:last], sizes,
+                                         first, labels, by_class, counts, offsets, buffers)
+            hits1 += counts_of_rows[0]
+            hits5 += counts_of_rows[1]
+            ap_sum += counts_of_rows[2]
     ap_count = sum(size > 0 for size in sizes)
     if ap_count == 0:
         raise ValueError("no query has another item of its class, so retrieval is undefined; "
