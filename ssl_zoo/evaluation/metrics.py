@@ -400,10 +400,11 @@ def retrieval_metrics(features: Tensor, labels: Tensor, chunk_size: int = DEFAUL
         similarity = gallery[query] @ gallery.T
         # The query itself goes last (cosine >= -1 > -inf) and is never relevant.
         similarity[torch.arange(stop - start, device=device), query] = float("-inf")
-        # The ranks are counted for a few rows at a time: their blocks then stay in the CPU's caches
-        # (one matmul of the whole chunk is faster than several small ones).
-        for first in range(start, stop, _RANK_ROWS):
-            last = min(first + _RANK_ROWS, stop)
+        # On a CPU the ranks are counted for a few rows at a time: their blocks then stay in its caches (one
+        # matmul of the whole chunk is faster than several small ones). A GPU takes the chunk at once.
+        rank_rows = _RANK_ROWS if device.type == "cpu" else chunk_size
+        for first in range(start, stop, rank_rows):
+            last = min(first + rank_rows, stop)
             if sizes[first] == 0:
                 break
             counts_of_rows = _rank_block(similarity[first - start : last - start], order[first:last], sizes,
