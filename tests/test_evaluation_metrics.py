@@ -281,14 +281,9 @@ def test_retrieval_equals_full_sort_reference_on_float_features(counting, monkey
     assert m["mAP"] == pytest.approx(expected["mAP"], rel=1e-12)
 
 
-def _searched_histogram(padded_keys, keys):
-    below = torch.searchsorted(padded_keys[:, :-1].contiguous(), keys)
-    return torch.zeros(padded_keys.shape).long().scatter_add_(1, below, torch.ones_like(below))
-
-
 @pytest.mark.parametrize("case", ["gaussian", "ties", "two values", "one value", "no relevant"])
-def test_bucket_histogram_is_the_searched_one(case):
-    """The bucket count gives the histogram of searchsorted's counts: Gaussian similarities (walks through
+def test_bucket_count_is_searchsorted(case):
+    """The bucket count gives searchsorted's counts: Gaussian similarities (walks through
     shared buckets), many equal ones (longer walks), two values only (walks longer than the cap: None, and
     exact when let through), rows whose relevant items all have one similarity (an empty range) and rows
     without relevant items; each row with its query's -inf."""
@@ -309,15 +304,14 @@ def test_bucket_histogram_is_the_searched_one(case):
         relevant[::2] = False
     keys = metrics._order_keys(similarity)
     padded_keys = keys.gather(1, members).masked_fill_(~relevant, torch.iinfo(torch.int64).max).sort(dim=1).values
-    expected = _searched_histogram(padded_keys, keys)
-    histogram = metrics._slot_histogram_by_buckets(similarity.clone(), keys, padded_keys, members, relevant, {})
+    expected = torch.searchsorted(padded_keys[:, :-1].contiguous(), keys)
+    below = metrics._count_below_by_buckets(similarity.clone(), keys, padded_keys, members, relevant, {})
     if case in ("two values", "one value"):  # walks over more equal keys than the cap: the caller searches
-        assert histogram is None
+        assert below is None
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(metrics, "_SPARSE_STEPS_MAX", n)
-            histogram = metrics._slot_histogram_by_buckets(similarity.clone(), keys, padded_keys, members,
-                                                           relevant, {})
-    assert torch.equal(histogram, expected)
+            below = metrics._count_below_by_buckets(similarity.clone(), keys, padded_keys, members, relevant, {})
+    assert torch.equal(below, expected)
 
 
 @pytest.mark.parametrize("width", [1, 7, 64, 65, 200])

@@ -197,7 +197,7 @@ def _count_below(sorted_keys: Tensor, keys: Tensor, rows_per_slot: list[int] | N
 
 
 # On the CPU, blocks of rows with this many relevant slots or more count by value buckets
-# (``_slot_histogram_by_buckets``): 5-7 ms for a whole 64 x 6,000 rank block at any width from 10 to 600 slots,
+# (``_count_below_by_buckets``): 5-7 ms for a whole 64 x 6,000 rank block at any width from 10 to 600 slots,
 # where comparison passes take ~0.35 ms per slot (3.3 ms at 8 slots, 6.6 at 17, 14 at 40-70) and the binary
 # search ~19 ms at 600 (benchmarks/eval_speed.py's random features, one CPU thread; about even at 10-12 slots).
 # On a GPU the search is one parallel kernel with no host synchronisation, which the buckets' walk would add:
@@ -219,16 +219,15 @@ def _scratch(buffers: dict[str, Tensor], name: str, shape: tuple[int, int], dtyp
     return held[:numel].view(shape)
 
 
-def _slot_histogram_by_buckets(similarity: Tensor, keys: Tensor, padded_keys: Tensor, members: Tensor,
-                               relevant: Tensor, buffers: dict[str, Tensor]) -> Tensor | None:
-    """``(rows, width + 1)`` int64: in each row, how many items have exactly ``s`` of the row's relevant keys
-    below their own key, for every ``s``: the histogram of ``_count_below(padded_keys[:, :-1], keys)``, counted
-    without a binary search of every key. Exact; for wide rows on a CPU.
+def _count_below_by_buckets(similarity: Tensor, keys: Tensor, padded_keys: Tensor, members: Tensor,
+                            relevant: Tensor, buffers: dict[str, Tensor]) -> Tensor | None:
+    """``_count_below(padded_keys[:, :-1], keys)`` without a binary search of every key: exact, for wide rows
+    on a CPU.
 
     ``padded_keys`` ``(rows, width + 1)``: each row's relevant keys ascending, then padding (the largest int64)
     in at least the last column; ``members[relevant]`` are the relevant items' columns in ``similarity``, whose
-    order keys ``keys`` are. Overwrites ``similarity``. Returns None when walks would be long (many equal
-    similarities): the caller then searches.
+    order keys ``keys`` are. Overwrites ``similarity``; the result lives in ``buffers`` until their next use.
+    Returns None when walks would be long (many equal similarities): the caller then searches.
 
     Each row's range of relevant similarities is cut into equal buckets. A similarity's bucket is a monotone
     function of it (subtract, scale, clamp, truncate: each rounds monotonically), so a relevant key in a lower
@@ -296,13 +295,7 @@ def _slot_histogram_by_buckets(similarity: Tensor, keys: Tensor, padded_keys: Te
         else:
             return None
         flat_below.index_copy_(0, walking, position)
-    histogram = torch.zeros(rows, width + 1, device=device, dtype=torch.int64)
-    # a held block of ones: scatter_add_ reads it faster than an expanded 1 (0.4 against 0.7 ms)
-    ones = buffers.get("ones")
-    if ones is None or ones.numel() < rows * n:
-        ones = buffers["ones"] = torch.ones(rows * n, device=device, dtype=torch.int64)
-    histogram.scatter_add_(1, below, ones[: rows * n].view(rows, n))
-    return histogram
+    return below
 
 
 # Rows of a similarity chunk whose ranks are counted together: small enough for their int64 blocks to stay in
@@ -331,17 +324,20 @@ def _rank_block(similarity: Tensor, query: Tensor, sizes: list[int], first: int,
     # Relevant keys ascending, then padding (the largest int64, above every real key): the query's own
     # slot, or one past its class, makes the last column padding in every row.
     padded_keys = keys.gather(1, members).masked_fill_(~relevant, _MAX_INT64).sort(dim=1).values
-    histogram = None
+    # below[i, j]: how many of row i's relevant keys lie below item j's key.
+    below = None
     if device.type == "cpu" and width >= _BUCKETS_MIN_WIDTH:
-        histogram = _slot_histogram_by_buckets(similarity, keys, padded_keys, members, relevant, buffers)
-    if histogram is None:
+        below = _count_below_by_buckets(similarity, keys, padded_keys, members, relevant, buffers)
+    if below is None:
         rows_per_slot = [bisect.bisect_left(sizes, -slot, lo=first, hi=first + rows, key=operator.neg) - first
                          for slot in range(width)]  # rows with more than `slot` relevant items
-        # below[i, j]: how many of row i's relevant keys lie below item j's key.
         below = _count_below(padded_keys[:, :width].contiguous(), keys, rows_per_slot)
-        histogram = torch.zeros(rows, width + 1, device=device, dtype=torch.long)
-        # an expanded 1 (no (rows, n) tensor of ones to fill)
-        histogram.scatter_add_(1, below, torch.ones((1, 1), device=device, dtype=torch.long).expand_as(below))
+    # a held block of ones: scatter_add_ reads it faster than an expanded 1 (0.4 against 0.7 ms on a CPU)
+    ones = buffers.get("ones")
+    if ones is None or ones.numel() < rows * n:
+        ones = buffers["ones"] = torch.ones(rows * n, device=device, dtype=torch.int64)
+    histogram = torch.zeros(rows, width + 1, device=device, dtype=torch.int64)
+    histogram.scatter_add_(1, below, ones[: rows * n].view(rows, n))
     # Item j ranks above slot s's key iff below[j] > s: the rank of slot s is 1 + #{j : below[j] > s}.
     rank = histogram.flip(1).cumsum(1).flip(1)[:, 1:] + 1
     num_relevant = counts[query_labels] - 1
@@ -391,7 +387,7 @@ def retrieval_metrics(features: Tensor, labels: Tensor, chunk_size: int = DEFAUL
     hits1 = torch.zeros((), device=device, dtype=torch.long)
     hits5 = torch.zeros_like(hits1)
     ap_sum = torch.zeros((), device=device, dtype=torch.float64)
-    buffers: dict[str, Tensor] = {}  # the bucket count's scratch blocks, reused by every block of rows
+    buffers: dict[str, Tensor] = {}  # scratch blocks of the rank counts, reused by every block of rows
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         if sizes[start] == 0:  # this chunk and every later one: single-image classes, misses left out of mAP
